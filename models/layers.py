@@ -1,0 +1,70 @@
+"""Building blocks shared by the architectures in `models.nn`.
+
+Each block is a plain function that takes a tensor and returns one, and names every
+layer it makes after its `name` argument, so `model.get_layer("gcn_stride16_br")`
+works as an API.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def conv(x, filters: int, kernel_size, name: str, strides=1, dilation_rate=1,
+         use_bias: bool = True, activation=None):
+    """A 'same'-padded convolution."""
+    return layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
+                         dilation_rate=dilation_rate, use_bias=use_bias,
+                         activation=activation, name=name)(x)
+
+
+def conv_bn_relu(x, filters: int, kernel_size, name: str, strides=1, dilation_rate=1):
+    """Convolution (no bias: batch norm adds one) -> batch norm -> ReLU."""
+    x = conv(x, filters, kernel_size, f"{name}_conv", strides, dilation_rate,
+             use_bias=False)
+    x = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def global_conv_block(x, filters: int, k: int, name: str):
+    """Global Convolutional Network block (Peng et al. 2017, Sec. 3.1, Fig. 2B).
+
+    A k x k receptive field at the cost of 2k weights per channel pair: (k x 1 then
+    1 x k) + (1 x k then k x 1), summed. No non-linearity inside, as in the paper.
+    """
+    left = conv(x, filters, (k, 1), f"{name}_left_kx1")
+    left = conv(left, filters, (1, k), f"{name}_left_1xk")
+    right = conv(x, filters, (1, k), f"{name}_right_1xk")
+    right = conv(right, filters, (k, 1), f"{name}_right_kx1")
+    return layers.Add(name=f"{name}_sum")([left, right])
+
+
+def boundary_refine_block(x, name: str):
+    """Boundary Refinement block (Peng et al. 2017, Sec. 3.2, Fig. 2C).
+
+    The residual branch is conv3x3 -> ReLU -> conv3x3, added to the input. (The article
+    fed `x` to the second conv, which skipped the ReLU branch entirely.)
+    """
+    filters = x.shape[-1]
+    r = conv(x, filters, 3, f"{name}_conv1", activation="relu")
+    r = conv(r, filters, 3, f"{name}_conv2")
+    return layers.Add(name=f"{name}_sum")([x, r])
+
+
+def upsample(x, factor: int, name: str, interpolation: str = "bilinear"):
+    """Resizes by an integer factor (bilinear by default)."""
+    return layers.UpSampling2D(factor, interpolation=interpolation, name=name)(x)
+
+
+def preprocess_for_resnet_v2(inputs, name: str = "preprocess"):
+    """uint8 RGB [0, 255] -> float32 [-1, 1], what the ImageNet ResNet v2 weights expect.
+
+    (The article fed raw BGR 0..255 to weights trained on RGB in [-1, 1].)
+    """
+    return layers.Rescaling(1.0 / 127.5, offset=-1.0, name=name)(inputs)
+
+
+def image_input(name: str = "image"):
+    """The model input: a batch of uint8 RGB images of any height and width."""
+    return keras.Input(shape=(None, None, 3), dtype="uint8", name=name)
