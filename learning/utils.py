@@ -1,0 +1,116 @@
+"""Helpers of the training and test scripts: evaluation over a stream, learning curves,
+history files and small JSON utilities."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from learning.evaluators import ArticleAccuracy, ConfusionMatrix
+
+
+def evaluate(net, batches, num_classes: int | None = None, progress: bool = False):
+    """Scores `net` on batches of `(images, labels[, padding])`.
+
+    Predictions are folded into the metrics batch by batch and then dropped, so any
+    number of images fits in memory. Returns `(ConfusionMatrix, ArticleAccuracy)`.
+    """
+    cm = ConfusionMatrix(num_classes or net.num_classes)
+    article = ArticleAccuracy()
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, desc="evaluating", unit="batch", leave=False)
+    for batch in batches:
+        images, labels = np.asarray(batch[0]), np.asarray(batch[1])
+        padding = np.asarray(batch[2]) if len(batch) > 2 else None
+        pred = net.predict_batch(images).argmax(axis=-1)
+        cm.update(labels, pred)
+        article.update(labels, pred, padding)
+    return cm, article
+
+
+def write_json(path: str, obj) -> None:
+    """Writes JSON through a temporary file and a rename, so readers never see half."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_history_csv(path: str, epochs: list[dict]) -> None:
+    """One row per epoch: epoch, loss, train score, validation score, learning rate..."""
+    if not epochs:
+        return
+    fields = list(epochs[0].keys())
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(fd, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(epochs)
+    os.replace(tmp, path)
+
+
+def plot_learning_curve(path: str, step_losses: list[float], epochs: list[dict],
+                        score_name: str = "score", mode: str = "max") -> None:
+    """Saves a PNG: loss per step (left); train and validation score per epoch (right).
+
+    The best validation epoch is marked, and learning-rate drops are drawn as dotted
+    lines, since those are what a person reads a learning curve for.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_score) = plt.subplots(1, 2, figsize=(11, 4))
+    if step_losses:
+        steps = np.arange(1, len(step_losses) + 1)
+        ax_loss.plot(steps, step_losses, lw=0.6, alpha=0.5, color="tab:blue",
+                     label="loss per step")
+        if len(step_losses) >= 10:
+            k = max(5, len(step_losses) // 50)
+            smooth = np.convolve(step_losses, np.ones(k) / k, mode="valid")
+            ax_loss.plot(steps[k - 1:], smooth, color="tab:blue", label=f"mean of {k}")
+        ax_loss.set_yscale("log" if min(step_losses) > 0 else "linear")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.legend(loc="upper right")
+    ax_loss.grid(alpha=0.3)
+
+    x = [e["epoch"] for e in epochs]
+    for key, label, style in (("train_score", "train", "o-"), ("val_score", "validation", "s-")):
+        ys = [e.get(key) for e in epochs]
+        if any(y is not None for y in ys):
+            ax_score.plot(x, [np.nan if y is None else y for y in ys], style, ms=3,
+                          label=label)
+    vals = [e.get("val_score") for e in epochs]
+    if any(v is not None for v in vals):
+        arr = np.array([np.nan if v is None else v for v in vals], dtype=float)
+        best = int(np.nanargmax(arr) if mode == "max" else np.nanargmin(arr))
+        ax_score.plot([x[best]], [arr[best]], "*", ms=14, color="gold", mec="black",
+                      label=f"best {arr[best]:.4f} (epoch {x[best]})")
+    for prev, cur in zip(epochs, epochs[1:]):
+        if cur["lr"] < prev["lr"]:
+            ax_score.axvline(cur["epoch"], ls=":", color="grey")
+    ax_score.set_xlabel("epoch")
+    ax_score.set_ylabel(score_name)
+    ax_score.legend(loc="lower right")
+    ax_score.grid(alpha=0.3)
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
