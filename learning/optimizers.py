@@ -210,11 +210,9 @@ class Optimizer(ABC):
         self.model.save(path, optimizer=self.model.model.optimizer, state=self.state())
         return path
 
-    def _end_epoch(self, save_dir: str, logs: dict, seconds: float, verbose: bool):
-        """The article's epoch end: evaluate, keep the best, adjust the rate, save."""
-        train_score = logs.get(self.evaluator.name)
-        val_score = None if self.val_set is None else self._evaluate(self.val_set)
-        curr = train_score if val_score is None else val_score
+    def _record_score(self, curr: float) -> bool:
+        """The article's bookkeeping for one epoch's score: best score, count of epochs
+        without improvement, then the learning-rate rule. Returns True if improved."""
         improved = self.evaluator.is_better(curr, self.best_score,
                                             score_threshold=self.score_threshold)
         if improved:
@@ -222,8 +220,15 @@ class Optimizer(ABC):
             self.num_bad_epochs = 0
         else:
             self.num_bad_epochs += 1
-        lr_used = self.curr_learning_rate
         self._update_learning_rate()
+        return improved
+
+    def _end_epoch(self, save_dir: str, logs: dict, seconds: float, verbose: bool):
+        """The article's epoch end: evaluate, keep the best, adjust the rate, save."""
+        train_score = logs.get(self.evaluator.name)
+        val_score = None if self.val_set is None else self._evaluate(self.val_set)
+        lr_used = self.curr_learning_rate
+        improved = self._record_score(train_score if val_score is None else val_score)
         self.curr_epoch += 1
         self.step_in_epoch = 0
         self.epochs.append({"epoch": self.curr_epoch, "loss": logs.get("loss"),
@@ -270,12 +275,17 @@ class Optimizer(ABC):
                 start = time.time()
                 hist = self.model.model.fit(data, epochs=self.curr_epoch + 1,
                                             initial_epoch=self.curr_epoch,
-                                            callbacks=[watch], verbose=int(verbose))
+                                            callbacks=[watch], shuffle=False,
+                                            verbose=int(verbose))
                 if watch.nan:
+                    last = os.path.join(save_dir, "last.npz")
+                    kept = (f"The last good state is {last} (resume from it with a lower "
+                            f"--lr)." if os.path.exists(last) else
+                            "No epoch had finished, so nothing was saved; start again "
+                            "with a lower --lr.")
                     raise TrainingError(
                         f"the loss became NaN or infinite at epoch {self.curr_epoch + 1}, "
-                        f"step {watch.steps}; training stopped. The last good state is "
-                        f"{save_dir}/last.npz (resume from it with a lower --lr).")
+                        f"step {watch.steps}; training stopped. {kept}")
                 if self.stop_requested:
                     self.step_in_epoch += watch.steps
                     raise TrainingInterrupted(self._save_last(save_dir))

@@ -13,11 +13,13 @@ import numpy as np
 from learning.evaluators import ArticleAccuracy, ConfusionMatrix
 
 
-def evaluate(net, batches, num_classes: int | None = None, progress: bool = False):
+def evaluate(net, batches, num_classes: int | None = None, progress: bool = False,
+             on_batch=None):
     """Scores `net` on batches of `(images, labels[, padding])`.
 
     Predictions are folded into the metrics batch by batch and then dropped, so any
-    number of images fits in memory. Returns `(ConfusionMatrix, ArticleAccuracy)`.
+    number of images fits in memory; `on_batch(images, labels, pred)` sees each batch
+    on its way (test.py draws there). Returns `(ConfusionMatrix, ArticleAccuracy)`.
     """
     cm = ConfusionMatrix(num_classes or net.num_classes)
     article = ArticleAccuracy()
@@ -30,6 +32,8 @@ def evaluate(net, batches, num_classes: int | None = None, progress: bool = Fals
         pred = net.predict_batch(images).argmax(axis=-1)
         cm.update(labels, pred)
         article.update(labels, pred, padding)
+        if on_batch is not None:
+            on_batch(images, labels, pred)
     return cm, article
 
 

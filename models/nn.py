@@ -216,3 +216,6 @@ def build_model(name: str, **kwargs) -> SegNet:
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[name](**kwargs)
+
+
+from models import fcn, deeplab, unet, segnet  # noqa: E402,F401  (registers architectures)

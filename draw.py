@@ -1,0 +1,97 @@
+"""Draw a trained network's predictions on a folder of unlabelled images.
+
+    python draw.py --images my_photos/ --run runs/gcn --out my_photos_drawn/
+
+Every .jpg/.jpeg/.png in --images (or in --images/images) gets an overlay at its
+original size: class colours blended onto the photo, with a legend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from learning import cli
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--images", required=True, help="folder of images to draw")
+    p.add_argument("--run", default=None, help="run folder written by train.py")
+    p.add_argument("--checkpoint", default=None,
+                   help="checkpoint file (default: RUN/best.npz)")
+    p.add_argument("--out", required=True, help="folder for the overlays")
+    p.add_argument("--max-side", type=int, default=1024,
+                   help="larger images are predicted at this longest side, then the "
+                        "labels are scaled back (nearest) to the original size")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    return p
+
+
+def image_paths(folder: str) -> list[str]:
+    """The images of `folder` (or `folder/images`), sorted."""
+    from datasets.data import IMAGE_EXTENSIONS
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    if os.path.isdir(os.path.join(folder, "images")):
+        folder = os.path.join(folder, "images")
+    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                   if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+    if not paths:
+        raise FileNotFoundError(f"no .jpg, .jpeg or .png image in {folder}")
+    return paths
+
+
+def predict_full_size(net, image, max_side: int):
+    """Labels (H, W) for an image of any size: shrink if needed, pad to the network's
+    stride, predict, then undo both."""
+    import cv2
+    import numpy as np
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    x = image if scale == 1.0 else cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))),
+        interpolation=cv2.INTER_AREA)
+    s = net.output_stride
+    sh, sw = x.shape[:2]
+    ph, pw = -sh % s, -sw % s
+    x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect" if min(sh, sw) > s else "edge")
+    label = net.predict_batch(x[None])[0].argmax(-1)[:sh, :sw].astype(np.uint8)
+    if scale != 1.0:
+        label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+    return label
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    from datasets.data import DataError, image_name, load_image
+    from learning.visualize import add_legend, overlay, save_rgb
+    from models.nn import SegNet
+
+    paths = image_paths(args.images)
+    net = SegNet.load(cli.checkpoint_path(args.run, args.checkpoint))
+    os.makedirs(args.out, exist_ok=True)
+    done, skipped = 0, 0
+    for path in tqdm(paths, desc="drawing", unit="img"):
+        try:
+            image = load_image(path)
+        except DataError as e:
+            logging.warning("skipped %s", e)
+            skipped += 1
+            continue
+        label = predict_full_size(net, image, args.max_side)
+        out = add_legend(overlay(image, label, args.alpha))
+        save_rgb(os.path.join(args.out, image_name(path) + ".png"), out)
+        done += 1
+    print(f"overlays: {done} in {args.out}/" + (f" ({skipped} unreadable skipped)"
+                                                 if skipped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

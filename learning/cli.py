@@ -1,0 +1,120 @@
+"""What train.py, test.py and draw.py share: finding data and runs, and turning the
+errors a user can fix into one clear line instead of a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+# Quiet TensorFlow's start-up chatter before it is imported anywhere.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+def user_errors() -> tuple:
+    """Exception types whose message alone tells the user what to fix."""
+    from datasets.data import DataError, DatasetError
+    from learning.optimizers import TrainingError
+    from models.backbones import WeightsError
+    from models.checkpoint import CheckpointError
+    return (DataError, DatasetError, WeightsError, CheckpointError, TrainingError,
+            ValueError, FileNotFoundError)
+
+
+def run(main, argv=None) -> int:
+    """Runs `main(argv)`; known errors print `error: ...` and exit 2, Ctrl-C exits 130."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    from learning.optimizers import TrainingInterrupted
+    try:
+        return main(argv) or 0
+    except TrainingInterrupted as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # noqa: BLE001
+        import tensorflow as tf
+        if isinstance(e, tf.errors.OpError):  # e.g. a file that broke mid-stream
+            print(f"error: {e.message.splitlines()[0]}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+def data_root(arg: str) -> str:
+    """`demo` -> the built-in demo set (generated on first use); else the folder."""
+    if arg == "demo":
+        from datasets import demo
+        return demo.ensure(demo.DEFAULT_ROOT)
+    if not os.path.isdir(arg):
+        raise FileNotFoundError(f"data folder not found: {arg} (expected a folder with "
+                                f"train/ and test/, or 'demo'; to get the real dataset "
+                                f"run: python -m datasets.download --root {arg})")
+    return arg
+
+
+def split_dir(root: str, split: str) -> str:
+    """`ROOT/split` when it exists, else ROOT itself if it is a split folder."""
+    path = os.path.join(root, split)
+    if os.path.isdir(os.path.join(path, "images")):
+        return path
+    if os.path.isdir(os.path.join(root, "images")):
+        return root
+    raise FileNotFoundError(f"{path}/images not found: --data must hold {split}/images "
+                            f"and {split}/masks")
+
+
+def checkpoint_path(run_dir: str | None, checkpoint: str | None) -> str:
+    """`--checkpoint FILE`, else `RUN/best.npz` (falling back to `RUN/last.npz`)."""
+    if checkpoint:
+        if not os.path.isfile(checkpoint):
+            raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+        return checkpoint
+    if not run_dir:
+        raise ValueError("give --run RUN_DIR or --checkpoint FILE")
+    for name in ("best.npz", "last.npz"):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"no checkpoint in {run_dir} (expected best.npz or last.npz "
+                            f"written by train.py --out {run_dir})")
+
+
+def read_run_config(run_dir: str | None) -> dict:
+    """The `config.json` train.py saved beside its checkpoints ({} if none)."""
+    if not run_dir:
+        return {}
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def good_paths(data_dir: str, skip_bad: bool, with_label: bool = True) -> list[str]:
+    """Every usable image of `data_dir`, after decoding each pair once.
+
+    Bad files stop the run with the full list (`DatasetError`) unless `skip_bad`,
+    which logs them and goes on with the rest.
+    """
+    from datasets.data import DatasetError, check_files, list_images, orphan_masks
+    paths = list_images(data_dir)
+    good, problems = check_files(paths, with_label, progress=len(paths) > 200)
+    for orphan in orphan_masks(data_dir) if with_label else []:
+        logging.warning("%s: mask has no image; ignored", orphan)
+    if problems and not skip_bad:
+        raise DatasetError(data_dir, problems)
+    for p in problems:
+        logging.warning("skipped %s", p)
+    if problems:
+        logging.warning("skipped %d bad file(s) of %d in %s", len(problems), len(paths),
+                        data_dir)
+    if not good:
+        raise FileNotFoundError(f"no usable image in {data_dir}")
+    return good

@@ -1,0 +1,128 @@
+"""The training loop: plateau schedule, checkpoints, exact resume; and the three
+scripts end to end on a tiny demo set."""
+
+import csv
+import importlib.util
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from datasets import demo
+from datasets.data import list_images
+from learning import cli
+from learning.evaluators import AccuracyEvaluator, IoUEvaluator
+from learning.optimizers import MomentumOptimizer
+from models.checkpoint import load as load_checkpoint
+from models.nn import GCN
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def script(name):
+    """Imports a top-level script by path (`test` would clash with the stdlib)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script",
+                                                  os.path.join(ROOT, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plateau_schedule_follows_the_article_rule():
+    opt = MomentumOptimizer(None, [], AccuracyEvaluator(), learning_rate=1.0,
+                            learning_rate_patience=2, learning_rate_decay=0.1, eps=0.05)
+    # scores: better, then 3 bad epochs (3 > patience 2 -> decay after the 3rd),
+    # better, 3 bad (decay 0.1 -> 0.01: change 0.09 > eps), 3 bad (0.01 -> 0.001
+    # would change by 0.009 <= eps: no decay, but the count restarts).
+    scores = [0.5, 0.5, 0.4, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
+    rates, bad = [], []
+    for s in scores:
+        opt._record_score(s)
+        rates.append(opt.curr_learning_rate)
+        bad.append(opt.num_bad_epochs)
+    assert rates == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01])
+    assert bad == [0, 1, 2, 0, 0, 1, 2, 0, 1, 2, 0]
+    assert opt.best_score == 0.6
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    return demo.generate(str(tmp_path_factory.mktemp("demo")), num_train=12, num_test=4)
+
+
+def make_optimizer(paths, epochs, seed=0):
+    keras.utils.set_random_seed(seed)
+    net = GCN(weights=None, input_size=64)
+    return MomentumOptimizer(net, paths[2:], IoUEvaluator(), paths[:2], batch_size=2,
+                             num_epochs=epochs, learning_rate=1e-3, image_size=64,
+                             seed=seed, learning_rate_patience=0)
+
+
+def test_resume_restores_every_piece_of_state(demo_root, tmp_path):
+    paths = list_images(os.path.join(demo_root, "train"))[:8]
+    # A: two epochs straight. B: one epoch, then a fresh process-like object resumes.
+    a = make_optimizer(paths, 2)
+    a.train(str(tmp_path / "a"), verbose=False)
+    b = make_optimizer(paths, 1)
+    b.train(str(tmp_path / "b"), verbose=False)
+    b2 = make_optimizer(paths, 2, seed=0)
+    b2.train(str(tmp_path / "b"), resume=True, verbose=False)
+    for attr in ("curr_epoch", "curr_learning_rate", "num_bad_epochs", "best_score"):
+        assert getattr(b2, attr) == pytest.approx(getattr(a, attr)), attr
+    np.testing.assert_allclose(b2.step_losses, a.step_losses, rtol=1e-4)
+    for wa, wb in zip(a.model.model.weights, b2.model.model.weights):
+        np.testing.assert_allclose(wa.numpy(), wb.numpy(), rtol=1e-4, atol=1e-5)
+    opt_a, opt_b = a.model.model.optimizer, b2.model.model.optimizer
+    assert int(opt_a.iterations) == int(opt_b.iterations) == 6
+    ckpt = load_checkpoint(str(tmp_path / "b" / "last.npz"))
+    assert ckpt["state"]["epoch"] == 2 and ckpt["optimizer_variables"] is not None
+    with open(tmp_path / "b" / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+    assert os.path.getsize(tmp_path / "b" / "learning_curve.png") > 1000
+
+
+def test_scripts_end_to_end_on_the_demo_set(demo_root, tmp_path):
+    draw, test_script, train = script("draw"), script("test"), script("train")
+
+    run = str(tmp_path / "run")
+    common = ["--data", demo_root, "--image-size", "64"]
+    assert cli.run(train.main, common + ["--out", run, "--epochs", "1", "--weights",
+                                         "none", "--batch-size", "2"]) == 0
+    for name in ("config.json", "best.npz", "last.npz", "history.csv",
+                 "learning_curve.png"):
+        assert os.path.isfile(os.path.join(run, name)), name
+    assert cli.run(test_script.main, common + ["--run", run]) == 0
+    with open(os.path.join(run, "metrics.json")) as f:
+        metrics = json.load(f)
+    for key in ("pixel_accuracy", "article_pixel_accuracy", "mean_iou", "per_class_iou"):
+        assert key in metrics
+    assert 0.0 <= metrics["pixel_accuracy"] <= 1.0
+    assert set(metrics["per_class_iou"]) == {"background", "cat", "dog"}
+    assert len(os.listdir(os.path.join(run, "draws"))) == 4
+    out = str(tmp_path / "drawn")
+    assert cli.run(draw.main, ["--images", os.path.join(demo_root, "test", "images"),
+                               "--run", run, "--out", out]) == 0
+    drawn = sorted(os.listdir(out))
+    assert len(drawn) == 4
+    from PIL import Image
+    from datasets.data import load_image
+    src = os.path.join(demo_root, "test", "images", drawn[0].replace(".png", ".jpg"))
+    assert Image.open(os.path.join(out, drawn[0])).size[::-1] == load_image(src).shape[:2]
+
+
+def test_scripts_give_one_clear_line_for_user_errors(tmp_path, capsys):
+    draw, test_script, train = script("draw"), script("test"), script("train")
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    assert cli.run(test_script.main, ["--data", "demo", "--run", str(tmp_path)]) == 2
+    assert "no checkpoint in" in capsys.readouterr().err
+    assert cli.run(draw.main, ["--images", str(empty), "--run", str(tmp_path),
+                               "--out", str(tmp_path / "o")]) == 2
+    assert "no .jpg" in capsys.readouterr().err
+    assert cli.run(train.main, ["--data", str(tmp_path / "missing")]) == 2
+    assert "data folder not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.get_args_parser().parse_args(["--bogus"])

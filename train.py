@@ -1,0 +1,153 @@
+"""Train a segmentation network on a dataset folder (or the built-in demo set).
+
+    python train.py --data data/catdog --out runs/gcn            # the article's recipe
+    python train.py --data demo --out runs/demo --image-size 64  # CPU-sized demo
+
+The defaults are the article's hyper-parameters. The run folder gets `config.json`
+(every flag), `best.npz` and `last.npz` (checkpoints), `history.csv` and
+`learning_curve.png`. Ctrl-C saves a resumable state; `--resume` continues exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import sys
+
+from learning import cli
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default="data/catdog",
+                   help="folder holding train/ (images/ + masks/), or 'demo'")
+    p.add_argument("--out", default="runs/gcn", help="run folder for checkpoints & plots")
+    p.add_argument("--model", default="gcn", help="architecture: " + ", ".join(_models()))
+    p.add_argument("--image-size", type=int, default=512,
+                   help="images are centre-cropped/padded to this square size")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=300, help="total epochs of the run")
+    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--patience", type=int, default=10,
+                   help="decay the rate after more than this many epochs without gain")
+    p.add_argument("--decay", type=float, default=0.1, help="learning-rate decay factor")
+    p.add_argument("--eps", type=float, default=1e-8,
+                   help="skip a decay that changes the rate by no more than this")
+    p.add_argument("--score-threshold", type=float, default=1e-4,
+                   help="relative gain a validation score needs to count as better")
+    p.add_argument("--evaluator", default="accuracy", choices=["accuracy", "iou"],
+                   help="validation score that picks the best checkpoint")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="seeded random share of train/ held out for validation")
+    p.add_argument("--weights", default="imagenet",
+                   help="backbone weights: imagenet, a local weights file, or none")
+    p.add_argument("--loss", default="ce", help="ce, dice or ce+dice")
+    p.add_argument("--k", type=int, default=None,
+                   help="GCN kernel size (default: image-size/32 - 1)")
+    p.add_argument("--upsample", default=None, choices=["transpose", "resize"],
+                   help="FCN upsampling (default: transpose)")
+    p.add_argument("--output-stride", type=int, default=None, choices=[8, 16],
+                   help="DeepLab v3+ output stride (default: 16)")
+    p.add_argument("--no-augment", action="store_true", help="no random flips")
+    p.add_argument("--in-memory", action="store_true",
+                   help="load the whole set into RAM (uint8) instead of streaming")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="leave out unreadable/inconsistent files instead of stopping")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the split, init, batch order and flips")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    return p
+
+
+def _models() -> list[str]:
+    from models.nn import ARCHITECTURES
+    return sorted(ARCHITECTURES)
+
+
+def build_net(args):
+    """The architecture named by --model, with the flags that apply to it."""
+    from models.nn import ARCHITECTURES
+    if args.model not in ARCHITECTURES:
+        raise ValueError(f"unknown --model {args.model!r}; choose from {_models()}")
+    cls = ARCHITECTURES[args.model]
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    wanted = {"input_size": args.image_size, "k": args.k, "upsample": args.upsample,
+              "output_stride": args.output_stride}
+    accepted = inspect.signature(cls.__init__).parameters
+    options = {k: v for k, v in wanted.items() if v is not None and k in accepted}
+    net = cls(weights=weights, loss=args.loss, **options)
+    net.check_input_size(args.image_size, args.image_size)
+    return net
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    import keras
+
+    from datasets import data as dataset
+    from datasets.stream import split_paths
+    from learning.evaluators import EVALUATORS
+    from learning.optimizers import MomentumOptimizer
+
+    print("config:", json.dumps(vars(args), sort_keys=True))
+    keras.utils.set_random_seed(args.seed)
+    root = cli.data_root(args.data)
+    train_dir = cli.split_dir(root, "train")
+    paths = cli.good_paths(train_dir, args.skip_bad)
+    train_paths, val_paths = split_paths(paths, args.val_fraction, args.seed)
+    print(f"data: {len(train_paths)} training and {len(val_paths)} validation images "
+          f"from {train_dir}")
+    if args.resume and not os.path.isfile(os.path.join(args.out, "last.npz")):
+        raise FileNotFoundError(f"--resume: no {args.out}/last.npz to continue from")
+    if args.resume:
+        saved = cli.read_run_config(args.out).get("args", {})
+        ignore = {"resume", "epochs", "weights"}
+        changed = {k: (saved[k], v) for k, v in vars(args).items()
+                   if k in saved and k not in ignore and saved[k] != v}
+        if changed:
+            print(f"warning: flags differ from the run being resumed: {changed}")
+    import tensorflow as tf
+    # Everything that creates variables runs in the strategy's scope, so a
+    # tf.distribute strategy (several GPUs, say) can be plugged in here alone.
+    with tf.distribute.get_strategy().scope():
+        net = build_net(args)
+        print(f"model: {args.model}, {net.model.count_params():,} parameters")
+        train_set, val_set = train_paths, val_paths or None
+        if args.in_memory:
+            train_set = _in_memory(train_paths, args.image_size, dataset)
+            val_set = _in_memory(val_paths, args.image_size, dataset) if val_paths else None
+        os.makedirs(args.out, exist_ok=True)
+        if not args.resume:
+            from learning.utils import write_json
+            write_json(os.path.join(args.out, "config.json"),
+                       {"args": vars(args), "model": net.config,
+                        "train_images": len(train_paths), "val_images": len(val_paths)})
+        optimizer = MomentumOptimizer(
+            net, train_set, EVALUATORS[args.evaluator](), val_set,
+            batch_size=args.batch_size, num_epochs=args.epochs, learning_rate=args.lr,
+            momentum=args.momentum, learning_rate_patience=args.patience,
+            learning_rate_decay=args.decay, eps=args.eps, image_size=args.image_size,
+            score_threshold=args.score_threshold, augment=not args.no_augment,
+            seed=args.seed)
+        history = optimizer.train(args.out, resume=args.resume)
+    print(f"best validation {args.evaluator}: {history['best_score']:.4f}")
+    print(f"checkpoints: {args.out}/best.npz, {args.out}/last.npz")
+    print(f"learning curve: {args.out}/learning_curve.png; history: {args.out}/history.csv")
+    return 0
+
+
+def _in_memory(paths, image_size, dataset):
+    """A `DataSet` of the given files (uint8 arrays; ~1 MB per 512x512 pair)."""
+    import numpy as np
+    examples = [dataset.load_example(p, image_size) for p in paths]
+    return dataset.DataSet(np.stack([e.image for e in examples]),
+                           np.stack([e.label for e in examples]),
+                           names=[dataset.image_name(p) for p in paths])
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
