@@ -206,11 +206,12 @@ def crop_or_pad(arr: np.ndarray, size: tuple[int, int], fill) -> tuple[np.ndarra
     """
     out_h, out_w = size
     h, w = arr.shape[:2]
-    top, left = (h - out_h) // 2, (w - out_w) // 2
-    if top > 0:
-        arr, h, top = arr[top:top + out_h], out_h, 0
-    if left > 0:
-        arr, w, left = arr[:, left:left + out_w], out_w, 0
+    if h > out_h:
+        top = (h - out_h) // 2
+        arr, h = arr[top:top + out_h], out_h
+    if w > out_w:
+        left = (w - out_w) // 2
+        arr, w = arr[:, left:left + out_w], out_w
     padding = np.zeros((out_h, out_w), dtype=bool)
     if (h, w) == (out_h, out_w):
         return np.ascontiguousarray(arr), padding

@@ -52,9 +52,34 @@ def boundary_refine_block(x, name: str):
     return layers.Add(name=f"{name}_sum")([x, r])
 
 
+@keras.saving.register_keras_serializable(package="segmentation")
+class Upsample(layers.Layer):
+    """Resizes by an integer factor; unlike `UpSampling2D` it also works when the
+    height and width are unknown until run time (one graph for every image size)."""
+
+    def __init__(self, factor: int = 2, interpolation: str = "bilinear", **kwargs):
+        super().__init__(**kwargs)
+        self.factor = int(factor)
+        self.interpolation = interpolation
+
+    def call(self, x):
+        import tensorflow as tf
+        size = tf.shape(x)[1:3] * self.factor
+        return tf.cast(tf.image.resize(x, size, method=self.interpolation), x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        scale = lambda d: None if d is None else d * self.factor  # noqa: E731
+        return (n, scale(h), scale(w), c)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor,
+                "interpolation": self.interpolation}
+
+
 def upsample(x, factor: int, name: str, interpolation: str = "bilinear"):
     """Resizes by an integer factor (bilinear by default)."""
-    return layers.UpSampling2D(factor, interpolation=interpolation, name=name)(x)
+    return Upsample(factor, interpolation, name=name)(x)
 
 
 def preprocess_for_resnet_v2(inputs, name: str = "preprocess"):
