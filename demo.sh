@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 RUN=${RUN:-runs/demo}
 python train.py --data demo --out "$RUN" --model gcn --image-size 64 --batch-size 8 \
-    --epochs 6 --lr 1e-3 --evaluator iou --weights none "$@"
+    --epochs 5 --lr 1e-3 --evaluator iou --weights none "$@"
 python test.py --data demo --run "$RUN"
 python draw.py --images data/demo/test/images --run "$RUN" --out "$RUN/drawn"
 echo

@@ -1,0 +1,46 @@
+"""Report the unusable files of a dataset folder, without training.
+
+    python -m datasets.check data/catdog/train
+
+Decodes every image and mask exactly as training would and prints one line per bad
+file (what is wrong with it), masks without an image, and a count. Exit status 0 when
+every file is usable, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from datasets.data import DataError, check_files, list_images, orphan_masks
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("data_dir", help="folder with images/ and masks/ (e.g. data/catdog/train)")
+    p.add_argument("--no-label", action="store_true", help="check images only")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        paths = list_images(args.data_dir)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    good, problems = check_files(paths, not args.no_label, progress=True)
+    orphans = [] if args.no_label else orphan_masks(args.data_dir)
+    for p in problems:
+        print(f"BAD   {p}")
+    for path in orphans:
+        print(f"WARN  {path}: mask has no image; it is ignored")
+    print(f"{len(good)} usable, {len(problems)} bad of {len(paths)} images in "
+          f"{args.data_dir}" + (f"; {len(orphans)} mask(s) without image" if orphans else ""))
+    if problems:
+        print("Training stops on bad files; fix or remove them, or train with --skip-bad.")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
