@@ -1,0 +1,233 @@
+"""DeepLab v3+ on an atrous (dilated) ResNet-50 v2.
+
+Chen et al., "Encoder-Decoder with Atrous Separable Convolution for Semantic Image
+Segmentation", ECCV 2018, https://arxiv.org/abs/1802.02611 (DeepLab v3+), on the
+encoder of Chen et al., "Rethinking Atrous Convolution for Semantic Image
+Segmentation", 2017, https://arxiv.org/abs/1706.05587 (DeepLab v3).
+
+The backbone is written out here, not taken from `keras.applications`, because its
+last stage(s) must trade their stride for dilation; it keeps every layer name and
+weight shape of `keras.applications.ResNet50V2`, so the same ImageNet weights load
+into it by layer name.
+
+Example:
+    >>> net = DeepLabV3Plus(weights=None, output_stride=16)
+    >>> net.model(np.zeros((1, 64, 96, 3), np.uint8)).shape
+    TensorShape([1, 64, 96, 3])
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+from datasets.data import NUM_CLASSES
+from models.backbones import check_weights, features
+from models.layers import conv, conv_bn_relu, preprocess_for_resnet_v2, upsample
+from models.nn import SegNet, register
+
+# (stage name, bottleneck filters, blocks, stride of the stage's last block). As in
+# Keras (and TF-slim) ResNet v2, a stage downsamples in its LAST block; conv5 keeps
+# the stride-32 resolution of conv4_block6.
+RESNET50V2_STAGES = (("conv2", 64, 3, 2), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2),
+                     ("conv5", 512, 3, 1))
+
+
+# ----------------------------------------------------------------------- backbone
+
+def apply_residual_block_v2(x, filters: int, name: str, stride: int = 1,
+                            dilation: int = 1, conv_shortcut: bool = False):
+    """Pre-activation bottleneck (He et al. 2016, "Identity Mappings in Deep Residual
+    Networks"), layer for layer `keras.applications`' `residual_block_v2`, plus a
+    dilation rate for its 3x3 convolution and a name for its shortcut pooling."""
+    preact = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_preact_bn")(x)
+    preact = layers.ReLU(name=f"{name}_preact_relu")(preact)
+    if conv_shortcut:
+        shortcut = layers.Conv2D(4 * filters, 1, strides=stride,
+                                 name=f"{name}_0_conv")(preact)
+    elif stride > 1:  # a 1x1 "pooling" that only subsamples
+        shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
+    else:
+        shortcut = x
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_1_conv")(preact)
+    x = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_1_bn")(x)
+    x = layers.ReLU(name=f"{name}_1_relu")(x)
+    # Padding by the dilation keeps the size; a dilated 3x3 spans 2 * dilation + 1.
+    x = layers.ZeroPadding2D(dilation, name=f"{name}_2_pad")(x)
+    x = layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation,
+                      use_bias=False, name=f"{name}_2_conv")(x)
+    x = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_2_bn")(x)
+    x = layers.ReLU(name=f"{name}_2_relu")(x)
+    x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+    return layers.Add(name=f"{name}_out")([shortcut, x])
+
+
+def atrous_resnet50_v2(x, weights=None, output_stride: int = 32) -> keras.Model:
+    """ResNet-50 v2 (no top) on the preprocessed tensor `x`, with output stride 32,
+    16 or 8 (DeepLab v3, Sec. 3.1).
+
+    Once the network has reached `output_stride`, each later stride 2 becomes stride 1
+    and every later 3x3 convolution is dilated by the stride it lost (the TF-slim
+    rule): OS 16 dilates conv5 by 2; OS 8 dilates conv4 by 2 and conv5 by 4. With
+    `output_stride=32` this is exactly `keras.applications.ResNet50V2`. The end points
+    of `models.backbones.RESNET50V2_FEATURES` keep their names (a dilated one simply
+    keeps its resolution).
+
+    Args:
+        x: the preprocessed image tensor (RGB in [-1, 1]).
+        weights: "imagenet", a weights file for `keras.applications.ResNet50V2`, or
+            None. They are loaded into the plain Keras model and copied by layer name.
+        output_stride: 8, 16 or 32.
+
+    Returns:
+        A `keras.Model` from the image input to "post_relu"; its layers become part of
+        any model built on `x`.
+    """
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32. Received: {output_stride}")
+    check_weights(weights)
+    inputs = x
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    current_stride, rate = 4, 1
+    for stage, filters, blocks, stage_stride in RESNET50V2_STAGES:
+        for i in range(1, blocks + 1):
+            stride = stage_stride if i == blocks else 1
+            if current_stride == output_stride:  # trade the stride for dilation
+                block_stride, dilation, rate = 1, rate, rate * stride
+            else:
+                block_stride, dilation, current_stride = stride, 1, current_stride * stride
+            x = apply_residual_block_v2(x, filters, f"{stage}_block{i}", block_stride,
+                                        dilation, conv_shortcut=(i == 1))
+    x = layers.BatchNormalization(epsilon=1.001e-5, name="post_bn")(x)
+    x = layers.ReLU(name="post_relu")(x)
+    backbone = keras.Model(keras.utils.get_source_inputs(inputs), x, name="resnet50v2")
+    if weights is not None:
+        copy_weights_by_name(_plain_resnet50_v2(weights), backbone)
+    return backbone
+
+
+def _plain_resnet50_v2(weights) -> keras.Model:
+    """The `keras.applications` model holding `weights` (downloaded or from a file)."""
+    return keras.applications.ResNet50V2(include_top=False, weights=weights,
+                                         input_shape=(None, None, 3))
+
+
+def copy_weights_by_name(source: keras.Model, target: keras.Model) -> None:
+    """Copies the weights of every layer of `source` into `target`'s layer of the same
+    name (dilation changes no weight shape, so a dilated ResNet takes plain weights)."""
+    for layer in source.layers:
+        if layer.weights:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+# ----------------------------------------------------------------------- head
+
+@keras.saving.register_keras_serializable(package="segmentation")
+class ResizeLike(layers.Layer):
+    """Bilinear resize of `x` to the height and width of `reference`, which may be
+    known only at run time: `ResizeLike()([x, reference])`."""
+
+    def call(self, inputs):
+        x, reference = inputs
+        return tf.image.resize(x, tf.shape(reference)[1:3], method="bilinear")
+
+    def compute_output_shape(self, input_shape):
+        x_shape, ref_shape = input_shape
+        return (x_shape[0], ref_shape[1], ref_shape[2], x_shape[3])
+
+
+def apply_separable_conv_bn_relu(x, filters: int, name: str, dilation: int = 1):
+    """Atrous separable convolution (DeepLab v3+, Sec. 3.1, Fig. 3): a dilated 3x3
+    depthwise convolution then a 1x1 pointwise one, each with batch norm and ReLU."""
+    x = layers.DepthwiseConv2D(3, padding="same", dilation_rate=dilation,
+                               use_bias=False, name=f"{name}_depthwise")(x)
+    x = layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
+    x = layers.ReLU(name=f"{name}_depthwise_relu")(x)
+    return conv_bn_relu(x, filters, 1, name=f"{name}_pointwise")
+
+
+def apply_aspp(x, filters: int, rates, name: str = "aspp"):
+    """Atrous Spatial Pyramid Pooling with image-level features (DeepLab v3, Sec. 3.3).
+
+    Five parallel branches on the stride-16 (or 8) features: a 1x1 convolution, three
+    3x3 convolutions dilated by `rates`, and the global average, projected by 1x1 and
+    spread back over the map; concatenated and fused by a 1x1 convolution.
+    """
+    branches = [conv_bn_relu(x, filters, 1, name=f"{name}_1x1")]
+    for rate in rates:
+        branches.append(conv_bn_relu(x, filters, 3, name=f"{name}_rate{rate}",
+                                     dilation_rate=rate))
+    pooled = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_pool")(x)
+    pooled = conv_bn_relu(pooled, filters, 1, name=f"{name}_pool_1x1")
+    branches.append(ResizeLike(name=f"{name}_pool_resize")([pooled, x]))
+    x = layers.Concatenate(name=f"{name}_concat")(branches)
+    x = conv_bn_relu(x, filters, 1, name=f"{name}_project")
+    return layers.Dropout(0.1, name=f"{name}_dropout")(x)
+
+
+def apply_decoder(x, low_level, num_classes: int, upsample_factor: int,
+                  name: str = "decoder"):
+    """The v3+ decoder (Sec. 3.1, Fig. 2): upsample the encoder output to stride 4,
+    join the stride-4 backbone features reduced to 48 channels, refine with two 3x3
+    separable convolutions and score the classes; the caller upsamples x4."""
+    x = upsample(x, upsample_factor, name=f"{name}_upsample")
+    low_level = conv_bn_relu(low_level, 48, 1, name=f"{name}_low_level")
+    x = layers.Concatenate(name=f"{name}_concat")([x, low_level])
+    x = apply_separable_conv_bn_relu(x, 256, name=f"{name}_refine1")
+    x = apply_separable_conv_bn_relu(x, 256, name=f"{name}_refine2")
+    return conv(x, num_classes, 1, name=f"{name}_scores")
+
+
+@register("deeplabv3plus")
+class DeepLabV3Plus(SegNet):
+    """DeepLab v3+ (Chen et al. 2018, https://arxiv.org/abs/1802.02611) on ResNet-50 v2.
+
+    Encoder: ResNet-50 v2 with atrous convolution in its last stage(s) so the features
+    stay at `output_stride`, then ASPP (rates 6/12/18 at output stride 16, doubled at
+    8, plus image pooling), all with batch norm. Decoder: the stride-4 features
+    (`conv2_block2_out`) reduced to 48 channels join the upsampled encoder output,
+    two atrous separable 3x3 convolutions refine them, a 1x1 convolution scores the
+    classes and a bilinear x4 upsampling gives full-size logits.
+
+    Differences from the paper: a ResNet-50 v2 backbone (the paper's best uses an
+    aligned Xception; its ResNet-101 runs have no separable convolutions in the
+    encoder) and no multi-grid rates in the last stage.
+
+    Args:
+        output_stride: 16 (default, the paper's training setting) or 8 (finer and
+            about 3x the backbone cost). Input sides must be multiples of it.
+        aspp_rates: the three ASPP dilation rates; default (6, 12, 18) at output
+            stride 16 and (12, 24, 36) at 8, the paper's choice for 513-pixel crops.
+            On small images the stride-16 map is smaller than a rate-18 kernel, whose
+            outer taps then read only padding (DeepLab v3, Sec. 3.3) -- and on a CPU
+            such a dilation costs far more than its useful work; pass smaller rates.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",
+                 output_stride: int = 16, aspp_rates=None):
+        if output_stride not in (8, 16):
+            raise ValueError(f"output_stride must be 8 or 16. Received: {output_stride}")
+        if aspp_rates is None:
+            aspp_rates = [r * 16 // output_stride for r in (6, 12, 18)]
+        aspp_rates = [int(r) for r in aspp_rates]
+        if len(aspp_rates) != 3 or min(aspp_rates) < 1:
+            raise ValueError(f"aspp_rates must be three positive integers. "
+                             f"Received: {aspp_rates}")
+        # Every stride of the graph divides `output_stride`: the backbone stops there
+        # and the decoder upsamples by exact factors, so this is the size constraint.
+        self.output_stride = output_stride
+        super().__init__(num_classes, weights, loss, output_stride=output_stride,
+                         aspp_rates=aspp_rates)
+
+    def build(self, inputs, weights):
+        os_ = self.options["output_stride"]
+        x = preprocess_for_resnet_v2(inputs)
+        backbone = atrous_resnet50_v2(x, weights, output_stride=os_)
+        low_level = features(backbone, strides=(4,))[0]
+        x = apply_aspp(backbone.output, 256, rates=self.options["aspp_rates"])
+        x = apply_decoder(x, low_level, self.num_classes, upsample_factor=os_ // 4)
+        return upsample(x, 4, name="logits")
