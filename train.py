@@ -75,6 +75,10 @@ def build_net(args):
         raise ValueError(f"unknown --model {args.model!r}; choose from {_models()}")
     cls = ARCHITECTURES[args.model]
     weights = None if str(args.weights).lower() == "none" else args.weights
+    if weights is not None and not getattr(cls, "pretrained_backbone", True):
+        print(f"note: {args.model} has no pretrained backbone; training from random "
+              f"weights (--weights {args.weights} ignored)")
+        weights = None
     wanted = {"input_size": args.image_size, "k": args.k, "upsample": args.upsample,
               "output_stride": args.output_stride}
     accepted = inspect.signature(cls.__init__).parameters

@@ -23,6 +23,7 @@ import tensorflow as tf
 from keras import layers
 
 from datasets.data import NUM_CLASSES
+from models import backbones
 from models.backbones import check_weights, features
 from models.layers import conv, conv_bn_relu, preprocess_for_resnet_v2, upsample
 from models.nn import SegNet, register
@@ -68,8 +69,9 @@ def atrous_resnet50_v2(x, weights=None, output_stride: int = 32) -> keras.Model:
     16 or 8 (DeepLab v3, Sec. 3.1).
 
     Once the network has reached `output_stride`, each later stride 2 becomes stride 1
-    and every later 3x3 convolution is dilated by the stride it lost (the TF-slim
-    rule): OS 16 dilates conv5 by 2; OS 8 dilates conv4 by 2 and conv5 by 4. With
+    and every later 3x3 convolution is dilated by the product of the strides removed
+    before it (the TF-slim rule), which keeps each kernel's field of view: OS 16
+    dilates conv5 by 2; OS 8 dilates conv4 by 2 and conv5 by 4. With
     `output_stride=32` this is exactly `keras.applications.ResNet50V2`. The end points
     of `models.backbones.RESNET50V2_FEATURES` keep their names (a dilated one simply
     keeps its resolution).
@@ -77,7 +79,8 @@ def atrous_resnet50_v2(x, weights=None, output_stride: int = 32) -> keras.Model:
     Args:
         x: the preprocessed image tensor (RGB in [-1, 1]).
         weights: "imagenet", a weights file for `keras.applications.ResNet50V2`, or
-            None. They are loaded into the plain Keras model and copied by layer name.
+            None. They are loaded into the plain Keras model
+            (`models.backbones.resnet50_v2`) and copied by layer name.
         output_stride: 8, 16 or 32.
 
     Returns:
@@ -99,21 +102,17 @@ def atrous_resnet50_v2(x, weights=None, output_stride: int = 32) -> keras.Model:
             if current_stride == output_stride:  # trade the stride for dilation
                 block_stride, dilation, rate = 1, rate, rate * stride
             else:
-                block_stride, dilation, current_stride = stride, 1, current_stride * stride
+                block_stride, dilation = stride, 1
+                current_stride *= stride
             x = apply_residual_block_v2(x, filters, f"{stage}_block{i}", block_stride,
                                         dilation, conv_shortcut=(i == 1))
     x = layers.BatchNormalization(epsilon=1.001e-5, name="post_bn")(x)
     x = layers.ReLU(name="post_relu")(x)
     backbone = keras.Model(keras.utils.get_source_inputs(inputs), x, name="resnet50v2")
-    if weights is not None:
-        copy_weights_by_name(_plain_resnet50_v2(weights), backbone)
+    if weights is not None:  # the plain Keras model loads them, with clear errors
+        plain = backbones.resnet50_v2(keras.Input((None, None, 3)), weights)
+        copy_weights_by_name(plain, backbone)
     return backbone
-
-
-def _plain_resnet50_v2(weights) -> keras.Model:
-    """The `keras.applications` model holding `weights` (downloaded or from a file)."""
-    return keras.applications.ResNet50V2(include_top=False, weights=weights,
-                                         input_shape=(None, None, 3))
 
 
 def copy_weights_by_name(source: keras.Model, target: keras.Model) -> None:

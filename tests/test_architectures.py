@@ -81,7 +81,7 @@ def test_every_layer_has_a_chosen_name(net):
     assert is_default_name(keras.layers.Conv2D(1, 1))  # the check itself works
     names = [layer.name for layer in net.model.layers]
     assert len(names) == len(set(names))
-    assert [n for n, layer in zip(names, net.model.layers) if is_default_name(layer)] == []
+    assert [layer.name for layer in net.model.layers if is_default_name(layer)] == []
     assert net.model.get_layer("logits").output.shape[-1] == 3
 
 
@@ -153,7 +153,8 @@ def test_fcn_last_upsampling_is_fixed_bilinear():
     last = net.model.get_layer("logits")
     assert isinstance(last, keras.layers.Conv2DTranspose) and not last.trainable
     assert last.strides == (8, 8)
-    np.testing.assert_array_equal(last.kernel, fcn.BilinearUpsampling()(last.kernel.shape))
+    bilinear = fcn.BilinearUpsampling()(last.kernel.shape)
+    np.testing.assert_array_equal(last.kernel, bilinear)
     # the skip scores are learned, added to the x2-upsampled coarser score
     assert net.model.get_layer("fuse_stride8").input[0].shape[-1] == 3
     assert net.model.get_layer("upsample_stride32").trainable
@@ -171,7 +172,8 @@ def test_dilated_backbone_takes_the_plain_resnet_weights_by_name(tmp_path):
     net = deeplab.DeepLabV3Plus(weights=path, aspp_rates=(1, 2, 3))
     compared = 0
     for layer in (layer for layer in plain.layers if layer.weights):
-        for a, b in zip(layer.get_weights(), net.model.get_layer(layer.name).get_weights()):
+        copied = net.model.get_layer(layer.name).get_weights()
+        for a, b in zip(layer.get_weights(), copied):
             np.testing.assert_array_equal(a, b, err_msg=layer.name)
             compared += 1
     assert compared == len(plain.weights)
@@ -229,8 +231,8 @@ def _logits(probabilities):
 def test_dice_golden_values_and_ignored_pixels():
     # 1 image of 1x2 pixels, 2 classes: pixel 1 is class 0 with p = (0.8, 0.2),
     # pixel 2 is class 1 with p = (0.4, 0.6). With smooth = 1:
-    #   class 0: sum(p*t) = 0.8, sum(p) = 1.2, sum(t) = 1 -> (1.6 + 1) / (2.2 + 1) = 0.8125
-    #   class 1: sum(p*t) = 0.6, sum(p) = 0.8, sum(t) = 1 -> (1.2 + 1) / (1.8 + 1) = 0.785714
+    #   class 0: sum(p*t) = 0.8, sum(p) = 1.2, sum(t) = 1 -> 2.6 / 3.2 = 0.8125
+    #   class 1: sum(p*t) = 0.6, sum(p) = 0.8, sum(t) = 1 -> 2.2 / 2.8 = 0.785714
     #   loss = mean(1 - 0.8125, 1 - 0.785714) = (0.1875 + 0.214286) / 2 = 0.200893
     logits = _logits([[[[0.8, 0.2], [0.4, 0.6]]]])
     y = np.array([[[0, 1]]], "uint8")
