@@ -61,6 +61,8 @@ class Drawer:
             if self.limit is not None and self.count >= self.limit:
                 return
             panel = np.concatenate([image, overlay(image, label), overlay(image, p)], 1)
+            zoom = max(1, 256 // panel.shape[0])  # small crops: enlarge, keep pixels
+            panel = panel.repeat(zoom, axis=0).repeat(zoom, axis=1)
             panel = add_legend(panel, title="image | truth | prediction")
             save_rgb(os.path.join(self.out_dir, self.names[self.count] + ".png"), panel)
             self.count += 1
