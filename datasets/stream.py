@@ -102,8 +102,8 @@ def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool 
         padding.set_shape((h, w))
         return image, label, padding
 
-    ds = tf.data.Dataset.from_tensor_slices((paths, flips))
     if cache is None:
+        ds = tf.data.Dataset.from_tensor_slices((paths, flips))
         ds = ds.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = tf.data.Dataset.from_tensor_slices(paths)

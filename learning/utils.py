@@ -3,6 +3,7 @@ history files and small JSON utilities."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -37,33 +38,36 @@ def evaluate(net, batches, num_classes: int | None = None, progress: bool = Fals
     return cm, article
 
 
-def write_json(path: str, obj) -> None:
-    """Writes JSON through a temporary file and a rename, so readers never see half."""
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str):
+    """Yields a temporary path beside `path`; renames it over `path` on success and
+    removes it on failure, so readers never see a half-written file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise
+
+
+def write_json(path: str, obj) -> None:
+    """Writes JSON atomically."""
+    with atomic_path(path, ".json") as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
 
 
 def write_history_csv(path: str, epochs: list[dict]) -> None:
     """One row per epoch: epoch, loss, train score, validation score, learning rate..."""
     if not epochs:
         return
-    fields = list(epochs[0].keys())
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".csv",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+    with atomic_path(path, ".csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(epochs[0].keys()))
         writer.writeheader()
         writer.writerows(epochs)
-    os.replace(tmp, path)
 
 
 def plot_learning_curve(path: str, step_losses: list[float], epochs: list[dict],
@@ -112,9 +116,6 @@ def plot_learning_curve(path: str, step_losses: list[float], epochs: list[dict],
     ax_score.legend(loc="lower right")
     ax_score.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
