@@ -80,10 +80,11 @@ def main(argv=None) -> int:
     saved = cli.read_run_config(run_dir).get("args", {})
     size = args.image_size or saved.get("image_size", 512)
     test_dir = cli.split_dir(cli.data_root(args.data), "test")
-    paths = cli.good_paths(test_dir, args.skip_bad)
+    paths, skipped = cli.good_paths(test_dir, args.skip_bad)
     net = SegNet.load(ckpt)
     net.check_input_size(size, size)
-    print(f"testing {ckpt} on {len(paths)} images of {test_dir} at {size}x{size}")
+    print(f"testing {ckpt} on {len(paths)} images of {test_dir} at {size}x{size}"
+          + (f" ({len(skipped)} bad file(s) skipped, listed above)" if skipped else ""))
 
     draws = args.draws or os.path.join(run_dir, "draws")
     drawer = Drawer([dataset.image_name(p) for p in paths], draws, args.max_draws)
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
     print_table(summary, article.result)
     metrics = {**summary, "article_pixel_accuracy": article.result,
                "checkpoint": ckpt, "test_dir": test_dir, "num_images": len(paths),
-               "image_size": size}
+               "image_size": size, "skipped_files": skipped}
     write_json(os.path.join(run_dir, "metrics.json"), metrics)
     print(f"metrics: {os.path.join(run_dir, 'metrics.json')}")
     print(f"overlays: {drawer.count} in {draws}/")

@@ -101,10 +101,11 @@ def main(argv=None) -> int:
     keras.utils.set_random_seed(args.seed)
     root = cli.data_root(args.data)
     train_dir = cli.split_dir(root, "train")
-    paths = cli.good_paths(train_dir, args.skip_bad)
+    paths, skipped = cli.good_paths(train_dir, args.skip_bad)
     train_paths, val_paths = split_paths(paths, args.val_fraction, args.seed)
     print(f"data: {len(train_paths)} training and {len(val_paths)} validation images "
-          f"from {train_dir}")
+          f"from {train_dir}" + (f"; {len(skipped)} bad file(s) skipped (listed above, "
+                                 f"and in {args.out}/config.json)" if skipped else ""))
     if args.resume and not os.path.isfile(os.path.join(args.out, "last.npz")):
         raise FileNotFoundError(f"--resume: no {args.out}/last.npz to continue from")
     if args.resume:
@@ -129,7 +130,9 @@ def main(argv=None) -> int:
             from learning.utils import write_json
             write_json(os.path.join(args.out, "config.json"),
                        {"args": vars(args), "model": net.config,
-                        "train_images": len(train_paths), "val_images": len(val_paths)})
+                        "train_images": len(train_paths), "val_images": len(val_paths),
+                       "val_names": [dataset.image_name(p) for p in val_paths],
+                       "skipped_files": skipped})
         optimizer = MomentumOptimizer(
             net, train_set, EVALUATORS[args.evaluator](), val_set,
             batch_size=args.batch_size, num_epochs=args.epochs, learning_rate=args.lr,

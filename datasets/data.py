@@ -15,7 +15,6 @@ for the full dataset; `datasets.stream` avoids holding the set in memory at all)
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from typing import Iterable, NamedTuple
@@ -32,6 +31,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 # Oxford trimap values.
 TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_UNKNOWN = 1, 2, 3
+
+# Images with more pixels are refused from their header, before any decoding: a
+# 50-megapixel RGB image takes 150 MB decoded, and the loaders run in parallel. The
+# real release's largest image is far smaller. Raise it with SEG_MAX_IMAGE_PIXELS.
+MAX_IMAGE_PIXELS = int(os.environ.get("SEG_MAX_IMAGE_PIXELS", 50_000_000))
 
 
 class DataError(ValueError):
@@ -116,23 +120,27 @@ def orphan_masks(data_dir: str) -> list[str]:
 # --------------------------------------------------------------------------- decoding
 
 
-def _read_bytes(path: str) -> bytes:
+def _open(path: str) -> Image.Image:
+    """Opens and decodes an image file, or raises `DataError` saying what is wrong."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        nbytes = os.path.getsize(path)
     except OSError as e:
         raise DataError(path, f"cannot be read ({e.strerror or e})") from None
-    if not data:
+    if nbytes == 0:
         raise DataError(path, "file is empty (0 bytes)")
-    return data
-
-
-def _open(path: str, data: bytes) -> Image.Image:
     try:
-        im = Image.open(io.BytesIO(data))
-        im.load()  # decodes now, so a truncated file fails here and not later
-    except Image.DecompressionBombError:
-        raise DataError(path, "image is too large to decode safely") from None
+        with open(path, "rb") as f:
+            im = Image.open(f)  # reads the header only
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:  # refuse before decoding a single pixel
+                raise DataError(path, f"image is {w}x{h} ({w * h / 1e6:.1f} megapixels), "
+                                f"over the {MAX_IMAGE_PIXELS / 1e6:g}-megapixel limit; "
+                                "downscale it, or raise SEG_MAX_IMAGE_PIXELS")
+            im.load()  # decodes now, so a truncated file fails here and not later
+    except DataError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise DataError(path, f"image is too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(path, f"not a readable image ({e})") from None
     return im
@@ -145,7 +153,7 @@ def load_image(path: str) -> np.ndarray:
     greyscale, RGBA, palette and CMYK JPEGs; 16-bit images are scaled to 8 bits.
     Raises `DataError` naming the file when it is empty, truncated or not an image.
     """
-    im = _open(path, _read_bytes(path))
+    im = _open(path)
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
         arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
@@ -159,7 +167,7 @@ def load_trimap(path: str) -> np.ndarray:
     """Reads an Oxford trimap into (H, W) uint8 and checks its values are 1, 2 or 3."""
     if not os.path.exists(path):
         raise DataError(path, "mask is missing (every image needs masks/NAME.png)")
-    im = _open(path, _read_bytes(path))
+    im = _open(path)
     arr = np.asarray(im)
     if arr.ndim == 3:
         if not (arr[..., :3] == arr[..., :1]).all():

@@ -20,8 +20,9 @@ def user_errors() -> tuple:
     from learning.optimizers import TrainingError
     from models.backbones import WeightsError
     from models.checkpoint import CheckpointError
+    # OSError: a missing file, a full disk, no permission; its message names the file.
     return (DataError, DatasetError, WeightsError, CheckpointError, TrainingError,
-            ValueError, FileNotFoundError)
+            ValueError, OSError)
 
 
 def run(main, argv=None) -> int:
@@ -97,8 +98,10 @@ def read_run_config(run_dir: str | None) -> dict:
         return json.load(f)
 
 
-def good_paths(data_dir: str, skip_bad: bool, with_label: bool = True) -> list[str]:
-    """Every usable image of `data_dir`, after decoding each pair once.
+def good_paths(data_dir: str, skip_bad: bool,
+               with_label: bool = True) -> tuple[list[str], list[str]]:
+    """Every usable image of `data_dir`, after decoding each pair once, and the
+    problems (one `"FILE: what is wrong"` line each) of the files left out.
 
     Bad files stop the run with the full list (`DatasetError`) unless `skip_bad`,
     which logs them and goes on with the rest.
@@ -117,4 +120,4 @@ def good_paths(data_dir: str, skip_bad: bool, with_label: bool = True) -> list[s
                         data_dir)
     if not good:
         raise FileNotFoundError(f"no usable image in {data_dir}")
-    return good
+    return good, [str(p) for p in problems]

@@ -47,22 +47,50 @@ class TrainingInterrupted(RuntimeError):
 
 
 class _StepWatch(keras.callbacks.Callback):
-    """Per-step bookkeeping inside `fit`: raw step losses, NaN guard, stop requests."""
+    """Per-step bookkeeping inside `fit`: raw step losses, NaN guard, stop requests.
 
-    def __init__(self, trainer):
+    On a resumed, half-done epoch it adds the running metrics saved at the interruption
+    (loss sums, confusion counts) back in after the first step, so the epoch's numbers
+    come out as if it had never stopped.
+    """
+
+    def __init__(self, trainer, metric_values=None):
         super().__init__()
         self.trainer = trainer
-        self.steps = 0
-        self.prev_mean = 0.0
+        self.metric_values = metric_values
+        self.steps = trainer.step_in_epoch
         self.nan = False
 
+    def _loss_sums(self):
+        tracker = next(m for m in self.model.metrics if m.name == "loss")
+        return float(tracker.total.numpy()), float(tracker.count.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.sums = self._loss_sums()
+
+    def _add_saved_metrics(self):
+        # Metric variables are sums (loss total and count, confusion counts), so the
+        # saved part of the epoch adds on. They exist only after the first step.
+        variables = self.model.metrics_variables
+        if len(variables) != len(self.metric_values):
+            print("note: the interrupted epoch's running metrics do not match this "
+                  "model's; its train score counts only the steps after the resume")
+        else:
+            for var, value in zip(variables, self.metric_values):
+                var.assign(var + np.asarray(value, dtype=var.dtype))
+        self.metric_values = None
+
     def on_train_batch_end(self, batch, logs=None):
-        # Keras logs the running mean of the epoch's loss; recover this step's value.
-        mean = float(logs["loss"])
+        # The tracker holds a running, batch-size-weighted sum: this step's loss is
+        # its increase over the step's examples.
+        total, count = self._loss_sums()
+        raw = (total - self.sums[0]) / max(count - self.sums[1], 1.0)
+        if self.metric_values:
+            self._add_saved_metrics()
+            total, count = self._loss_sums()
+        self.sums = (total, count)
         self.steps += 1
-        raw = self.steps * mean - (self.steps - 1) * self.prev_mean
-        self.prev_mean = mean
-        if not math.isfinite(mean):
+        if not (math.isfinite(raw) and math.isfinite(total)):
             self.nan = True
             self.model.stop_training = True
             return
@@ -81,7 +109,8 @@ class Optimizer(ABC):
         val_set: like `train_set`, or None (then the epoch's train score is used).
         **kwargs: batch_size (8), num_epochs (300), learning_rate (1e-3),
             image_size (for paths; 512), augment (True), seed (0), score_threshold
-            (1e-4) and the subclass' own options.
+            (1e-4), callbacks (extra `keras.callbacks.Callback`s for `fit`) and the
+            subclass' own options.
     """
 
     def __init__(self, model, train_set, evaluator, val_set=None, **kwargs):
@@ -97,6 +126,7 @@ class Optimizer(ABC):
         self.seed = kwargs.pop("seed", 0)
         self.score_threshold = kwargs.pop("score_threshold", 1e-4)
         self.jit_compile = kwargs.pop("jit_compile", "auto")
+        self.callbacks = list(kwargs.pop("callbacks", None) or [])
         self.options = kwargs
         self.stop_requested = False
         self.reset()
@@ -105,6 +135,7 @@ class Optimizer(ABC):
         """Training state at the start of a run (everything `--resume` restores)."""
         self.curr_epoch = 0                  # completed epochs
         self.step_in_epoch = 0               # steps done in an interrupted epoch
+        self.epoch_metrics = None            # its running metric values, to restore
         self.curr_learning_rate = self.init_learning_rate
         self.best_score = self.evaluator.worst_score
         self.num_bad_epochs = 0
@@ -123,6 +154,7 @@ class Optimizer(ABC):
 
     def state(self) -> dict:
         return {"epoch": self.curr_epoch, "step_in_epoch": self.step_in_epoch,
+                "epoch_metrics": self.epoch_metrics,
                 "learning_rate": self.curr_learning_rate, "best_score": self.best_score,
                 "num_bad_epochs": self.num_bad_epochs, "step_losses": self.step_losses,
                 "epochs": self.epochs, "seed": self.seed}
@@ -130,6 +162,7 @@ class Optimizer(ABC):
     def load_state(self, state: dict) -> None:
         self.curr_epoch = state["epoch"]
         self.step_in_epoch = state.get("step_in_epoch", 0)
+        self.epoch_metrics = state.get("epoch_metrics")
         self.curr_learning_rate = state["learning_rate"]
         self.best_score = state["best_score"]
         self.num_bad_epochs = state["num_bad_epochs"]
@@ -231,6 +264,7 @@ class Optimizer(ABC):
         improved = self._record_score(train_score if val_score is None else val_score)
         self.curr_epoch += 1
         self.step_in_epoch = 0
+        self.epoch_metrics = None
         self.epochs.append({"epoch": self.curr_epoch, "loss": logs.get("loss"),
                             "train_score": train_score, "val_score": val_score,
                             "lr": lr_used, "best": improved, "seconds": round(seconds, 2)})
@@ -255,6 +289,7 @@ class Optimizer(ABC):
         `TrainingError` on a NaN/infinite loss (the last good checkpoint is kept).
         """
         os.makedirs(save_dir, exist_ok=True)
+        checkpoint.remove_stale_temporaries(save_dir)
         if resume:
             self.restore(os.path.join(save_dir, "last.npz"))
             if verbose:
@@ -271,12 +306,13 @@ class Optimizer(ABC):
                 data = self._epoch_data(self.train_set, self.curr_epoch)
                 if self.step_in_epoch:
                     data = data.skip(self.step_in_epoch)
-                watch = _StepWatch(self)
+                watch = _StepWatch(self, self.epoch_metrics if self.step_in_epoch
+                                   else None)
                 start = time.time()
                 hist = self.model.model.fit(data, epochs=self.curr_epoch + 1,
                                             initial_epoch=self.curr_epoch,
-                                            callbacks=[watch], shuffle=False,
-                                            verbose=int(verbose))
+                                            callbacks=[watch] + self.callbacks,
+                                            shuffle=False, verbose=int(verbose))
                 if watch.nan:
                     last = os.path.join(save_dir, "last.npz")
                     kept = (f"The last good state is {last} (resume from it with a lower "
@@ -287,7 +323,9 @@ class Optimizer(ABC):
                         f"the loss became NaN or infinite at epoch {self.curr_epoch + 1}, "
                         f"step {watch.steps}; training stopped. {kept}")
                 if self.stop_requested:
-                    self.step_in_epoch += watch.steps
+                    self.step_in_epoch = watch.steps
+                    self.epoch_metrics = [keras.ops.convert_to_numpy(v).tolist()
+                                          for v in self.model.model.metrics_variables]
                     raise TrainingInterrupted(self._save_last(save_dir))
                 logs = {k: float(v[-1]) for k, v in hist.history.items()}
                 self._end_epoch(save_dir, logs, time.time() - start, verbose)

@@ -36,6 +36,7 @@ def write_atomic(path: str, arrays: dict) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _sync_folder(folder)
     except BaseException as e:
         try:
             os.remove(tmp)
@@ -46,6 +47,38 @@ def write_atomic(path: str, arrays: dict) -> None:
             raise CheckpointError(f"could not save checkpoint {path} "
                                   f"({e.strerror or e}).{kept}") from None
         raise
+
+
+def _sync_folder(folder: str) -> None:
+    """Flushes the folder entry, so the rename itself survives a power loss."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders; the rename still stands
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Deletes the `.tmp-*` files a killed writer left in `folder`; returns their paths.
+
+    Only ever half-written copies: the checkpoints themselves are never temporaries.
+    """
+    stale = []
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".tmp-"):
+                path = os.path.join(folder, name)
+                try:
+                    os.remove(path)
+                    stale.append(path)
+                except OSError:
+                    pass
+    return stale
 
 
 def save(path: str, config: dict, weights: list, weight_names: list[str],
