@@ -20,7 +20,7 @@ import os
 from typing import Iterable, NamedTuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,9 @@ def _open(path: str) -> Image.Image:
             im.load()  # decodes now, so a truncated file fails here and not later
     except DataError:
         raise
+    except UnidentifiedImageError:
+        raise DataError(path, "not an image (the content is no format Pillow reads: "
+                        "JPEG, PNG, GIF, ...)") from None
     except Image.DecompressionBombError as e:
         raise DataError(path, f"image is too large to decode safely ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:

@@ -290,18 +290,21 @@ class Optimizer(ABC):
         """
         os.makedirs(save_dir, exist_ok=True)
         checkpoint.remove_stale_temporaries(save_dir)
-        if resume:
-            self.restore(os.path.join(save_dir, "last.npz"))
-            if verbose:
-                print(f"resumed from {save_dir}/last.npz at epoch {self.curr_epoch}"
-                      f" (+{self.step_in_epoch} steps), lr {self.curr_learning_rate:.2e},"
-                      f" best {self.best_score:.4f}")
-        else:
-            self.reset()
-            self._compile()
+        self.stop_requested = False
         previous = self._install_signal_handlers()
         try:
+            if resume:
+                self.restore(os.path.join(save_dir, "last.npz"))
+                if verbose:
+                    print(f"resumed from {save_dir}/last.npz at epoch {self.curr_epoch}"
+                          f" (+{self.step_in_epoch} steps), lr "
+                          f"{self.curr_learning_rate:.2e}, best {self.best_score:.4f}")
+            else:
+                self.reset()
+                self._compile()
             while self.curr_epoch < self.num_epochs:
+                if self.stop_requested:  # asked to stop before this epoch began
+                    raise TrainingInterrupted(self._save_last(save_dir))
                 self.model.model.optimizer.learning_rate.assign(self.curr_learning_rate)
                 data = self._epoch_data(self.train_set, self.curr_epoch)
                 if self.step_in_epoch:

@@ -7,11 +7,11 @@ import contextlib
 import csv
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from learning.evaluators import ArticleAccuracy, ConfusionMatrix
+from models.checkpoint import temporary_beside
 
 
 def evaluate(net, batches, num_classes: int | None = None, progress: bool = False,
@@ -42,9 +42,7 @@ def evaluate(net, batches, num_classes: int | None = None, progress: bool = Fals
 def atomic_path(path: str, suffix: str):
     """Yields a temporary path beside `path`; renames it over `path` on success and
     removes it on failure, so readers never see a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    fd, tmp = temporary_beside(path, suffix)
     os.close(fd)
     try:
         yield tmp

@@ -25,11 +25,22 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message names the file."""
 
 
+def temporary_beside(path: str, suffix: str) -> tuple[int, str]:
+    """`(fd, tmp_path)` of a new `.tmp-*` file in `path`'s folder (created if needed),
+    with the permissions an ordinary new file gets (mkstemp's are owner-only)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return fd, tmp
+
+
 def write_atomic(path: str, arrays: dict) -> None:
     """`np.savez` to `path` through a temporary file and an atomic rename."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    fd, tmp = temporary_beside(path, ".npz")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)

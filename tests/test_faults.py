@@ -155,7 +155,7 @@ def _huge(root):
 BAD = {
     "zero-byte image": Bad(_zero_byte, "zero_1.jpg", "empty (0 bytes)"),
     "truncated jpeg": Bad(_truncated, "cut_1.jpg", "truncated"),
-    "text named .jpg": Bad(_text, "text_1.jpg", "not a readable image"),
+    "text named .jpg": Bad(_text, "text_1.jpg", "not an image"),
     "image with no mask": Bad(_no_mask, os.path.join("masks", "lonely_1.png"),
                               "mask is missing"),
     "mask values outside 1-3": Bad(_mask_values, "values_1.png", "values {0, 4}"),
