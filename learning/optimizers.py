@@ -216,6 +216,11 @@ class Optimizer(ABC):
                             augment=self.augment and epoch is not None,
                             with_padding=with_padding)
 
+    def _steps_per_epoch(self) -> int:
+        n = (self.train_set.num_examples if isinstance(self.train_set, DataSet)
+             else len(self.train_set))
+        return math.ceil(n / self.batch_size)
+
     def _evaluate(self, data) -> float:
         cm, _ = evaluate(self.model, self._epoch_data(data, None))
         return self.evaluator.score_confusion(cm)
@@ -325,13 +330,15 @@ class Optimizer(ABC):
                     raise TrainingError(
                         f"the loss became NaN or infinite at epoch {self.curr_epoch + 1}, "
                         f"step {watch.steps}; training stopped. {kept}")
-                if self.stop_requested:
+                if self.stop_requested and watch.steps < self._steps_per_epoch():
                     self.step_in_epoch = watch.steps
                     self.epoch_metrics = [keras.ops.convert_to_numpy(v).tolist()
                                           for v in self.model.model.metrics_variables]
                     raise TrainingInterrupted(self._save_last(save_dir))
                 logs = {k: float(v[-1]) for k, v in hist.history.items()}
                 self._end_epoch(save_dir, logs, time.time() - start, verbose)
+                # (a stop asked for during the epoch's last step is honoured at the
+                # top of the loop, after this epoch end is saved)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

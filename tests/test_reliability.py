@@ -73,17 +73,19 @@ class SignalAt(keras.callbacks.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-def test_sigterm_mid_epoch_then_resume_is_exact(demo_root, tmp_path):
+@pytest.mark.parametrize("step", [1, 3], ids=["mid-epoch", "last step"])
+def test_sigterm_then_resume_is_exact(demo_root, tmp_path, step):
     straight = make_optimizer(demo_root, 3)
     straight.train(str(tmp_path / "a"), verbose=False)
 
-    # SIGTERM once the 2nd step of the 2nd epoch is done (an epoch has 4 steps): the
-    # loop finishes the step under way, the 3rd, and saves.
-    cut = make_optimizer(demo_root, 3, callbacks=[SignalAt(1, 1)])
+    # SIGTERM once a step of the 2nd epoch is done (an epoch has 4 steps): the loop
+    # finishes the step under way and saves. After the 2nd step that is the 3rd; after
+    # the 4th, the epoch is complete and ends normally first.
+    cut = make_optimizer(demo_root, 3, callbacks=[SignalAt(1, step)])
     with pytest.raises(TrainingInterrupted, match="resumable state saved"):
         cut.train(str(tmp_path / "b"), verbose=False)
     saved = checkpoint.load(str(tmp_path / "b" / "last.npz"))["state"]
-    assert (saved["epoch"], saved["step_in_epoch"]) == (1, 3)
+    assert (saved["epoch"], saved["step_in_epoch"]) == ((1, 3) if step == 1 else (2, 0))
 
     resumed = make_optimizer(demo_root, 3)
     resumed.train(str(tmp_path / "b"), resume=True, verbose=False)
