@@ -212,6 +212,33 @@ def test_checkpoint_survives_sigkill_at_any_moment(tmp_path):
     assert mid_write >= 3, "the kills should land while a checkpoint is being written"
 
 
+def test_damaged_checkpoint_gets_a_clear_error(demo_root, tmp_path, capsys):
+    path = str(tmp_path / "best.npz")
+    checkpoint.save(path, {"architecture": "unet"}, [np.ones(1000, np.float32)], ["w"])
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint.*"
+                                                         "other checkpoint of the run"):
+        checkpoint.load(path)
+    assert cli.run(script("test").main, ["--data", demo_root, "--checkpoint", path]) == 2
+    assert "best.npz is not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_second_ctrl_c_aborts_at_once(demo_root, tmp_path):
+    class TwoSignals(SignalAt):
+        def on_train_batch_end(self, batch, logs=None):
+            if (self.epoch, batch) == self.at:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+
+    opt = make_optimizer(demo_root, 2, callbacks=[TwoSignals(1, 0)])
+    with pytest.raises(KeyboardInterrupt):
+        opt.train(str(tmp_path), verbose=False)
+    # What was saved at the end of epoch 1 is still there, whole.
+    assert checkpoint.load(str(tmp_path / "last.npz"))["state"]["epoch"] == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 # --------------------------------------------------------------------------- NaN
 
 
