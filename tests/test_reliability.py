@@ -143,15 +143,30 @@ def test_train_process_killed_then_interrupted_then_resumed(demo_root, tmp_path)
             "--batch-size", "2", "--epochs", "3", "--weights", "none", "--no-augment"]
     last = os.path.join(run, "last.npz")
 
-    # 1. SIGKILL (no chance to clean up) right after the first epoch's checkpoints.
+    def writing():
+        return any(p.endswith(".npz") for p in temporaries(run))
+
+    def resume_flag():
+        return ["--resume"] if os.path.exists(last) else []
+
+    # 1. SIGKILL (no chance to clean up) as the first checkpoint is being written.
     proc = run_train(argv)
+    wait_for(lambda: writing() or os.path.exists(last), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert_checkpoints_load(run)
+
+    # 2. SIGKILL again once best.npz and last.npz exist, as they are next rewritten.
+    proc = run_train(argv + resume_flag())
     wait_for(lambda: os.path.exists(last), proc)
+    stamp = os.stat(last).st_mtime_ns
+    wait_for(lambda: writing() or os.stat(last).st_mtime_ns != stamp, proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     states = assert_checkpoints_load(run)
     assert states["last.npz"]["epoch"] >= 1 and "best.npz" in states
 
-    # 2. Ctrl-C during the resumed run: it saves a resumable state and exits 130.
+    # 3. Ctrl-C during the resumed run: it saves a resumable state and exits 130.
     proc = run_train(argv + ["--resume"])
     out = []
     wait_for(lambda: out.append(proc.stdout.readline()) or "resumed from" in out[-1], proc)
@@ -165,7 +180,7 @@ def test_train_process_killed_then_interrupted_then_resumed(demo_root, tmp_path)
     states = assert_checkpoints_load(run)
     assert 1 <= states["last.npz"]["epoch"] <= 3
 
-    # 3. --resume finishes the run; every epoch appears exactly once in the history.
+    # 4. --resume finishes the run; every epoch appears exactly once in the history.
     assert cli.run(script("train").main, argv + ["--resume"]) == 0
     assert checkpoint.load(last)["state"]["epoch"] == 3
     assert [r["epoch"] for r in history(run)] == ["1", "2", "3"]
