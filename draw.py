@@ -33,16 +33,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def image_paths(folder: str) -> list[str]:
     """The images of `folder` (or `folder/images`), sorted."""
-    from datasets.data import IMAGE_EXTENSIONS
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    if os.path.isdir(os.path.join(folder, "images")):
-        folder = os.path.join(folder, "images")
-    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                   if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
-    if not paths:
-        raise FileNotFoundError(f"no .jpg, .jpeg or .png image in {folder}")
-    return paths
+    from datasets.data import list_image_files
+    images = os.path.join(folder, "images")
+    return list_image_files(images if os.path.isdir(images) else folder)
 
 
 def predict_full_size(net, image, max_side: int):

@@ -81,8 +81,20 @@ def is_cat(name: str) -> bool:
     return name[:1].isupper()
 
 
+def list_image_files(folder: str) -> list[str]:
+    """Sorted paths of the `.jpg`, `.jpeg` and `.png` files of `folder` (extension
+    case ignored); raises `DataError` when the folder is missing or holds none."""
+    if not os.path.isdir(folder):
+        raise DataError(folder, "no such folder")
+    paths = [os.path.join(folder, f) for f in os.listdir(folder)
+             if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    if not paths:
+        raise DataError(folder, "holds no .jpg, .jpeg or .png image")
+    return sorted(paths)
+
+
 def list_images(data_dir: str) -> list[str]:
-    """Sorted paths of `data_dir/images/*.{jpg,jpeg,png}` (extension case ignored).
+    """Sorted paths of `data_dir/images/*.{jpg,jpeg,png}`.
 
     Sorting makes the order, and so every seeded split and shuffle, the same on every
     machine (the article used glob order, which is not).
@@ -91,11 +103,7 @@ def list_images(data_dir: str) -> list[str]:
     if not os.path.isdir(images_dir):
         raise DataError(images_dir, "no such folder; a dataset folder needs images/ "
                         "(and masks/ for labelled data)")
-    paths = [os.path.join(images_dir, f) for f in os.listdir(images_dir)
-             if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-    if not paths:
-        raise DataError(images_dir, "holds no .jpg, .jpeg or .png image")
-    return sorted(paths)
+    return list_image_files(images_dir)
 
 
 def mask_path(image_path: str) -> str:
@@ -272,6 +280,19 @@ def check_files(paths: Iterable[str], with_label: bool = True,
     return good, problems
 
 
+def settle_bad_files(data_dir: str, problems: list[DataError], total: int,
+                     skip_bad: bool) -> None:
+    """Raises `DatasetError` listing every bad file, or with `skip_bad` logs each one
+    and how many of `total` were left out."""
+    if not problems:
+        return
+    if not skip_bad:
+        raise DatasetError(data_dir, problems)
+    for p in problems:
+        log.warning("skipped %s", p)
+    log.warning("skipped %d bad file(s) of %d in %s", len(problems), total, data_dir)
+
+
 # --------------------------------------------------------------------------- read_data
 
 
@@ -311,13 +332,7 @@ def read_data(data_dir: str, image_size, no_label: bool = False, skip_bad: bool 
         labels.append(ex.label)
         pads.append(ex.padding)
         used.append(path)
-    if problems:
-        if not skip_bad:
-            raise DatasetError(data_dir, problems)
-        for p in problems:
-            log.warning("skipped %s", p)
-        log.warning("skipped %d bad file(s) of %d in %s", len(problems),
-                    len(problems) + len(used), data_dir)
+    settle_bad_files(data_dir, problems, len(problems) + len(used), skip_bad)
     if not used:
         raise DataError(data_dir, "no usable image left")
     images = np.stack(images)

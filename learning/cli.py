@@ -106,18 +106,12 @@ def good_paths(data_dir: str, skip_bad: bool,
     Bad files stop the run with the full list (`DatasetError`) unless `skip_bad`,
     which logs them and goes on with the rest.
     """
-    from datasets.data import DatasetError, check_files, list_images, orphan_masks
+    from datasets.data import check_files, list_images, orphan_masks, settle_bad_files
     paths = list_images(data_dir)
     good, problems = check_files(paths, with_label, progress=len(paths) > 200)
     for orphan in orphan_masks(data_dir) if with_label else []:
         logging.warning("%s: mask has no image; ignored", orphan)
-    if problems and not skip_bad:
-        raise DatasetError(data_dir, problems)
-    for p in problems:
-        logging.warning("skipped %s", p)
-    if problems:
-        logging.warning("skipped %d bad file(s) of %d in %s", len(problems), len(paths),
-                        data_dir)
+    settle_bad_files(data_dir, problems, len(paths), skip_bad)
     if not good:
         raise FileNotFoundError(f"no usable image in {data_dir}")
     return good, [str(p) for p in problems]

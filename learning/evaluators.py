@@ -191,26 +191,27 @@ class Evaluator(ABC):
         return curr > best + margin if self.mode == "max" else curr < best - margin
 
 
-class AccuracyEvaluator(Evaluator):
+class _ConfusionScoreEvaluator(Evaluator):
+    """A higher-is-better score read from the `ConfusionMatrix` property `name`."""
+
+    worst_score = 0.0
+    mode = "max"
+    name = ""
+
+    def score_confusion(self, cm: ConfusionMatrix) -> float:
+        return getattr(cm, self.name)
+
+
+class AccuracyEvaluator(_ConfusionScoreEvaluator):
     """Dataset-level pixel accuracy, ignored pixels excluded (higher is better)."""
 
-    worst_score = 0.0
-    mode = "max"
     name = "pixel_accuracy"
 
-    def score_confusion(self, cm: ConfusionMatrix) -> float:
-        return cm.pixel_accuracy
 
-
-class IoUEvaluator(Evaluator):
+class IoUEvaluator(_ConfusionScoreEvaluator):
     """Mean IoU over classes present in truth or prediction (higher is better)."""
 
-    worst_score = 0.0
-    mode = "max"
     name = "mean_iou"
-
-    def score_confusion(self, cm: ConfusionMatrix) -> float:
-        return cm.mean_iou
 
 
 EVALUATORS = {"accuracy": AccuracyEvaluator, "iou": IoUEvaluator}

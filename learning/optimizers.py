@@ -62,10 +62,10 @@ class _StepWatch(keras.callbacks.Callback):
         self.nan = False
 
     def _loss_sums(self):
-        tracker = next(m for m in self.model.metrics if m.name == "loss")
-        return float(tracker.total.numpy()), float(tracker.count.numpy())
+        return float(self.tracker.total.numpy()), float(self.tracker.count.numpy())
 
     def on_epoch_begin(self, epoch, logs=None):
+        self.tracker = next(m for m in self.model.metrics if m.name == "loss")
         self.sums = self._loss_sums()
 
     def _add_saved_metrics(self):

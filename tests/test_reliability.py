@@ -27,8 +27,8 @@ from learning.evaluators import IoUEvaluator
 from learning.optimizers import MomentumOptimizer, TrainingError, TrainingInterrupted
 from models import checkpoint
 from models.nn import SegNet
-from models.unet import UNet
 from test_training import ROOT, script
+from test_training import make_optimizer as training_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +37,8 @@ def demo_root(tmp_path_factory):
 
 
 def make_optimizer(demo_root, epochs, **kwargs):
-    keras.utils.set_random_seed(0)
     paths = list_images(os.path.join(demo_root, "train"))
-    net = UNet(weights=None, base_filters=8, depth=2)
-    return MomentumOptimizer(net, paths[2:], IoUEvaluator(), paths[:2], batch_size=2,
-                             num_epochs=epochs, learning_rate=1e-2, image_size=64,
-                             seed=0, learning_rate_patience=0, **kwargs)
+    return training_optimizer(paths, epochs, learning_rate=1e-2, **kwargs)
 
 
 def history(run_dir):

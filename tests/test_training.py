@@ -53,14 +53,16 @@ def demo_root(tmp_path_factory):
     return demo.generate(str(tmp_path_factory.mktemp("demo")), num_train=12, num_test=4)
 
 
-def make_optimizer(paths, epochs, seed=0):
+def make_optimizer(paths, epochs, seed=0, **kwargs):
+    """Trains on paths[2:], validates on paths[:2]; kwargs go to the optimizer."""
     # The loop is the same for every architecture; a small U-Net keeps this quick
     # (the GCN trains in test_gcn.py and end to end below).
     keras.utils.set_random_seed(seed)
     net = UNet(weights=None, base_filters=8, depth=2)
-    return MomentumOptimizer(net, paths[2:], IoUEvaluator(), paths[:2], batch_size=2,
-                             num_epochs=epochs, learning_rate=1e-3, image_size=64,
-                             seed=seed, learning_rate_patience=0)
+    options = dict(batch_size=2, num_epochs=epochs, learning_rate=1e-3, image_size=64,
+                   seed=seed, learning_rate_patience=0)
+    options.update(kwargs)
+    return MomentumOptimizer(net, paths[2:], IoUEvaluator(), paths[:2], **options)
 
 
 def test_resume_restores_every_piece_of_state(demo_root, tmp_path):
