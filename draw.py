@@ -22,7 +22,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="folder of images to draw")
     p.add_argument("--run", default=None, help="run folder written by train.py")
     p.add_argument("--checkpoint", default=None,
-                   help="checkpoint file (default: RUN/best.npz)")
+                   help="a .keras checkpoint (default: RUN/best.keras)")
     p.add_argument("--out", required=True, help="folder for the overlays")
     p.add_argument("--max-side", type=int, default=1024,
                    help="larger images are predicted at this longest side, then the "

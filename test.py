@@ -1,7 +1,7 @@
 """Score a trained network on the test split and draw its predictions.
 
     python test.py --data data/catdog --run runs/gcn
-    python test.py --data demo --checkpoint runs/demo/best.npz
+    python test.py --data demo --checkpoint runs/demo/best.keras
 
 Prints the article's accuracy next to the honest scores, writes `RUN/metrics.json` and
 an overlay per test image (image | truth | prediction) into `RUN/draws/`.
@@ -23,7 +23,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="folder holding test/ (images/ + masks/), or 'demo'")
     p.add_argument("--run", default=None, help="run folder written by train.py")
     p.add_argument("--checkpoint", default=None,
-                   help="checkpoint file (default: RUN/best.npz)")
+                   help="a .keras checkpoint (default: RUN/best.keras)")
     p.add_argument("--image-size", type=int, default=None,
                    help="crop/pad size (default: the run's training size, else 512)")
     p.add_argument("--batch-size", type=int, default=8)

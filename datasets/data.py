@@ -22,11 +22,10 @@ from typing import Iterable, NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from learning.labels import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES  # noqa: F401 (re-exported)
+
 log = logging.getLogger(__name__)
 
-IGNORE_LABEL = 255
-CLASS_NAMES = ("background", "cat", "dog")
-NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 # Oxford trimap values.

@@ -72,19 +72,20 @@ def split_dir(root: str, split: str) -> str:
 
 
 def checkpoint_path(run_dir: str | None, checkpoint: str | None) -> str:
-    """`--checkpoint FILE`, else `RUN/best.npz` (falling back to `RUN/last.npz`)."""
+    """`--checkpoint FILE.keras`, else `RUN/best.keras` (falling back to
+    `RUN/last.keras`)."""
     if checkpoint:
         if not os.path.isfile(checkpoint):
             raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
         return checkpoint
     if not run_dir:
         raise ValueError("give --run RUN_DIR or --checkpoint FILE")
-    for name in ("best.npz", "last.npz"):
+    for name in ("best.keras", "last.keras"):
         path = os.path.join(run_dir, name)
         if os.path.isfile(path):
             return path
-    raise FileNotFoundError(f"no checkpoint in {run_dir} (expected best.npz or last.npz "
-                            f"written by train.py --out {run_dir})")
+    raise FileNotFoundError(f"no checkpoint in {run_dir} (expected best.keras or "
+                            f"last.keras written by train.py --out {run_dir})")
 
 
 def read_run_config(run_dir: str | None) -> dict:

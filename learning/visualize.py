@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from datasets.data import CLASS_NAMES, IGNORE_LABEL
+from learning.labels import CLASS_NAMES, IGNORE_LABEL
 
 # RGB per label: background is left uncoloured; cat orange, dog blue; ignored grey.
 COLORS = {1: (255, 140, 0), 2: (30, 144, 255), IGNORE_LABEL: (128, 128, 128)}

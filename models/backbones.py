@@ -1,10 +1,17 @@
-"""The pretrained ResNet-50 v2 feature extractor, with its `keras.applications` names.
+"""ResNet-50 v2, the one backbone of GCN, FCN and DeepLab v3+, with output stride 32,
+16 or 8 and the `keras.applications` layer names.
+
+He et al., "Identity Mappings in Deep Residual Networks", ECCV 2016,
+https://arxiv.org/abs/1603.05027 (pre-activation bottlenecks). The layers are named
+exactly as in `keras.applications.ResNet50V2` (`conv4_block5_out`, ...), so its
+ImageNet weights load into this builder by layer name, at any output stride: a
+dilation changes no weight shape.
 
 `weights` is one of:
-* "imagenet": the real Keras download (needs the internet once; Keras caches the file
-  in ~/.keras/models/),
-* a path to a local weights file (offline use: the same notop `.h5` file Keras would
-  download, or a `.weights.h5` saved from this backbone),
+* "imagenet": the real Keras download of the notop file (needs the internet once;
+  Keras caches it in ~/.keras/models/),
+* a path to a local weights file: that same notop `.h5` file (offline use), or a
+  `.weights.h5` that `save_weights` wrote from a plain `keras.applications.ResNet50V2`,
 * None: random initialisation (tests, or training from scratch).
 """
 
@@ -12,7 +19,9 @@ from __future__ import annotations
 
 import os
 
+import h5py
 import keras
+from keras import layers
 
 # The features at strides 4, 8, 16 and 32. In Keras' ResNet v2 a stage's stride sits
 # in its last block, so these are the slim end points the article used:
@@ -23,7 +32,16 @@ RESNET50V2_FEATURES = {
     16: "conv4_block5_out",
     32: "conv5_block3_out",
 }
+# (stage, bottleneck filters, blocks, stride of the stage's last block). As in Keras
+# (and TF-slim) ResNet v2, a stage downsamples in its LAST block; conv5 keeps the
+# stride of conv4_block6.
+RESNET50V2_STAGES = (("conv2", 64, 3, 2), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2),
+                     ("conv5", 512, 3, 1))
 IMAGENET_NOTOP_FILE = "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
+# Where and what `keras.applications.ResNet50V2(weights="imagenet")` downloads.
+IMAGENET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+                + IMAGENET_NOTOP_FILE)
+IMAGENET_MD5 = "fac2f116257151a9d068a22e544a4917"
 
 
 class WeightsError(RuntimeError):
@@ -43,29 +61,143 @@ def check_weights(weights) -> None:
                            f"{IMAGENET_NOTOP_FILE}")
 
 
-def resnet50_v2(x, weights=None) -> keras.Model:
-    """Builds ResNet-50 v2 (no top) on the preprocessed tensor `x` and loads `weights`.
+def apply_residual_block_v2(x, filters: int, name: str, stride: int = 1,
+                            dilation: int = 1, conv_shortcut: bool = False):
+    """Pre-activation bottleneck, layer for layer `keras.applications`'
+    `residual_block_v2`, plus a dilation rate for its 3x3 convolution and a name for
+    its shortcut pooling (Keras leaves that one auto-named)."""
+    preact = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_preact_bn")(x)
+    preact = layers.ReLU(name=f"{name}_preact_relu")(preact)
+    if conv_shortcut:
+        shortcut = layers.Conv2D(4 * filters, 1, strides=stride,
+                                 name=f"{name}_0_conv")(preact)
+    elif stride > 1:  # a 1x1 "pooling" that only subsamples
+        shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
+    else:
+        shortcut = x
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_1_conv")(preact)
+    x = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_1_bn")(x)
+    x = layers.ReLU(name=f"{name}_1_relu")(x)
+    # Padding by the dilation keeps the size; a dilated 3x3 spans 2 * dilation + 1.
+    x = layers.ZeroPadding2D(dilation, name=f"{name}_2_pad")(x)
+    x = layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation,
+                      use_bias=False, name=f"{name}_2_conv")(x)
+    x = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_2_bn")(x)
+    x = layers.ReLU(name=f"{name}_2_relu")(x)
+    x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+    return layers.Add(name=f"{name}_out")([shortcut, x])
 
-    Returns the `keras.applications` model; its layers become part of any model built
-    from `x`, so `model.get_layer("conv4_block5_out")` works on the segmenter.
+
+def resnet50_v2(x, weights=None, output_stride: int = 32) -> keras.Model:
+    """ResNet-50 v2 (no top) on the preprocessed tensor `x` (RGB in [-1, 1]).
+
+    With `output_stride` 16 or 8 (DeepLab v3, https://arxiv.org/abs/1706.05587,
+    Sec. 3.1), once the network has reached that stride each later stride 2 becomes
+    1 and every later 3x3 convolution is dilated by the product of the strides
+    removed before it (the TF-slim rule), which keeps each kernel's field of view:
+    OS 16 dilates conv5 by 2; OS 8 dilates conv4 by 2 and conv5 by 4. At 32 this is
+    `keras.applications.ResNet50V2`, layer for layer.
+
+    Args:
+        x: the preprocessed image tensor.
+        weights: "imagenet", a local weights file, or None (see the module docstring);
+            loaded straight into these layers by name.
+        output_stride: 32, 16 or 8.
+
+    Returns:
+        A `keras.Model` from `x`'s source input to "post_relu". Its layers become part
+        of any model built on `x`, so `model.get_layer("conv4_block5_out")` works on
+        the segmenter.
     """
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32. Received: {output_stride}")
     check_weights(weights)
-    try:
-        return keras.applications.ResNet50V2(include_top=False, weights=weights,
-                                             input_tensor=x)
-    except Exception as e:  # noqa: BLE001 -- any failure gets the same advice
-        if weights == "imagenet":
-            raise WeightsError(
-                f"could not download the ImageNet weights for ResNet-50 v2 ({e}). "
-                f"Offline, get {IMAGENET_NOTOP_FILE} on a machine that is online "
-                f"(it is cached in ~/.keras/models/ there) and pass its path: "
-                f"--weights /path/to/{IMAGENET_NOTOP_FILE}") from None
-        raise WeightsError(f"could not load the weights file {weights} into ResNet-50 "
-                           f"v2 ({e}). It must be the notop ResNet50V2 file "
-                           f"{IMAGENET_NOTOP_FILE} or a file saved from this "
-                           f"backbone.") from None
+    inputs = x
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    current_stride, rate = 4, 1
+    for stage, filters, blocks, stage_stride in RESNET50V2_STAGES:
+        for i in range(1, blocks + 1):
+            stride = stage_stride if i == blocks else 1
+            if current_stride == output_stride:  # trade the stride for dilation
+                block_stride, dilation, rate = 1, rate, rate * stride
+            else:
+                block_stride, dilation = stride, 1
+                current_stride *= stride
+            x = apply_residual_block_v2(x, filters, f"{stage}_block{i}", block_stride,
+                                        dilation, conv_shortcut=(i == 1))
+    x = layers.BatchNormalization(epsilon=1.001e-5, name="post_bn")(x)
+    x = layers.ReLU(name="post_relu")(x)
+    backbone = keras.Model(keras.utils.get_source_inputs(inputs), x, name="resnet50v2")
+    if weights is not None:
+        load_weights(backbone, _weights_file(weights))
+    return backbone
 
 
 def features(backbone: keras.Model, strides=(4, 8, 16, 32)) -> list:
-    """The backbone's outputs at the given strides, shallowest first."""
+    """The backbone's outputs at the given (undilated) strides, shallowest first."""
     return [backbone.get_layer(RESNET50V2_FEATURES[s]).output for s in strides]
+
+
+def _weights_file(weights) -> str:
+    """The local path of `weights`: the file itself, or Keras' cached download."""
+    if weights != "imagenet":
+        return weights
+    try:
+        return keras.utils.get_file(IMAGENET_NOTOP_FILE, IMAGENET_URL,
+                                    cache_subdir="models", file_hash=IMAGENET_MD5)
+    except Exception as e:  # noqa: BLE001 -- any failure gets the same advice
+        raise WeightsError(
+            f"could not download the ImageNet weights for ResNet-50 v2 ({e}). "
+            f"Offline, get {IMAGENET_NOTOP_FILE} on a machine that is online (it is "
+            f"cached in ~/.keras/models/ there) and pass its path: "
+            f"--weights /path/to/{IMAGENET_NOTOP_FILE}") from None
+
+
+def load_weights(backbone: keras.Model, path: str) -> None:
+    """Loads a ResNet-50 v2 weights file into `backbone`'s layers.
+
+    The notop `.h5` that `keras.applications` downloads lists its layers by name, so
+    each goes to the layer of that name. A Keras 3 `.weights.h5` (from `save_weights`
+    on a plain `keras.applications.ResNet50V2`) has no layer names; Keras' own
+    `load_weights` matches it layer by layer, which fits because this builder makes
+    its layers in the same order.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            by_name = "layer_names" in group.attrs
+            if by_name:
+                _load_by_name(group, backbone)
+        if not by_name:
+            backbone.load_weights(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise WeightsError(f"could not load the weights file {path} into ResNet-50 v2 "
+                           f"({e}). It must be the notop ResNet50V2 file "
+                           f"{IMAGENET_NOTOP_FILE} or a .weights.h5 saved from "
+                           f"keras.applications.ResNet50V2.") from None
+
+
+def _load_by_name(group, backbone: keras.Model) -> None:
+    """Assigns each layer group of a Keras 2 style `.h5` to the layer of its name."""
+    ours = {layer.name: layer for layer in backbone.layers if layer.weights}
+    loaded = set()
+    for name in (n.decode() if isinstance(n, bytes) else n
+                 for n in group.attrs["layer_names"]):
+        layer_group = group[name]
+        names = layer_group.attrs.get("weight_names", [])
+        values = [layer_group[n.decode() if isinstance(n, bytes) else n][()]
+                  for n in names]
+        if not values:
+            continue
+        if name not in ours:
+            raise ValueError(f"the file has weights for a layer {name!r} that "
+                             f"ResNet-50 v2 does not have")
+        ours[name].set_weights(values)
+        loaded.add(name)
+    missing = sorted(set(ours) - loaded)
+    if missing:
+        raise ValueError(f"the file has no weights for {len(missing)} layer(s), e.g. "
+                         f"{missing[:3]}")

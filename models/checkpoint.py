@@ -1,12 +1,11 @@
-"""One-file checkpoints that a crash cannot corrupt.
+"""Keras `.keras` checkpoints that a crash cannot corrupt.
 
-A checkpoint is a single `.npz` file holding the architecture config, every model
-weight (by Keras path, in `model.weights` order), optionally the optimizer's variables
-and a JSON training state. It is written to a temporary file in the same folder,
-flushed to disk and then renamed over the old one: a rename is atomic, so a kill at
-any moment leaves either the old or the new checkpoint, never half of one. A failed
-write (a full disk, say) removes the temporary file and leaves the old checkpoint as
-it was.
+A checkpoint is a Keras v3 archive (`model.save`): the model's config, its weights and,
+when the model is compiled, its optimizer state. It is written to a temporary file in
+the same folder, flushed to disk and renamed over the old one: a rename is atomic, so
+a kill at any moment leaves either the old or the new checkpoint, never half of one.
+A failed write (a full disk, say) removes the temporary file and leaves the old
+checkpoint as it was.
 """
 
 from __future__ import annotations
@@ -16,9 +15,7 @@ import os
 import tempfile
 import zipfile
 
-import numpy as np
-
-FORMAT_VERSION = 1
+import keras
 
 
 class CheckpointError(RuntimeError):
@@ -37,15 +34,22 @@ def temporary_beside(path: str, suffix: str) -> tuple[int, str]:
     return fd, tmp
 
 
-def write_atomic(path: str, arrays: dict) -> None:
-    """`np.savez` to `path` through a temporary file and an atomic rename."""
+def write_atomic(path: str, write) -> None:
+    """Calls `write(tmp_path)`, flushes the file to disk and renames it to `path`.
+
+    On failure the temporary is removed and `path` is untouched; an OSError becomes
+    a `CheckpointError` that says so.
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = temporary_beside(path, ".npz")
+    fd, tmp = temporary_beside(path, os.path.splitext(path)[1])
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
         _sync_folder(folder)
     except BaseException as e:
@@ -92,40 +96,33 @@ def remove_stale_temporaries(folder: str) -> list[str]:
     return stale
 
 
-def save(path: str, config: dict, weights: list, weight_names: list[str],
-         optimizer_variables: list | None = None, state: dict | None = None) -> None:
-    """Writes a checkpoint; see the module docstring for its content."""
-    arrays = {"format_version": np.array(FORMAT_VERSION),
-              "config": np.array(json.dumps(config)),
-              "weight_names": np.array(weight_names)}
-    arrays.update({f"weight_{i}": np.asarray(w) for i, w in enumerate(weights)})
-    if optimizer_variables is not None:
-        arrays["num_optimizer_variables"] = np.array(len(optimizer_variables))
-        arrays.update({f"optimizer_{i}": np.asarray(v)
-                       for i, v in enumerate(optimizer_variables)})
-    if state is not None:
-        arrays["state"] = np.array(json.dumps(state))
-    write_atomic(path, arrays)
+def save_model(model: keras.Model, path: str) -> None:
+    """`keras.saving.save_model` to `path` (a `.keras` file), atomically."""
+    if not path.endswith(".keras"):
+        raise ValueError(f"a checkpoint file name ends in .keras. Received: {path}")
+    write_atomic(path, lambda tmp: keras.saving.save_model(model, tmp))
 
 
-def load(path: str) -> dict:
-    """Reads a checkpoint into a dict: config, weights, weight_names,
-    optimizer_variables (or None) and state (or None)."""
+def load_model(path: str, compile: bool = False) -> keras.Model:
+    """`keras.models.load_model(path)` with an error that names the file and the fix."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            names = [str(n) for n in z["weight_names"]]
-            ckpt = {"config": json.loads(str(z["config"])), "weight_names": names,
-                    "weights": [z[f"weight_{i}"] for i in range(len(names))],
-                    "optimizer_variables": None, "state": None}
-            if "num_optimizer_variables" in z:
-                n = int(z["num_optimizer_variables"])
-                ckpt["optimizer_variables"] = [z[f"optimizer_{i}"] for i in range(n)]
-            if "state" in z:
-                ckpt["state"] = json.loads(str(z["state"]))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({e}); it may be "
-                              f"from an interrupted copy. Use the other checkpoint of "
-                              f"the run (best.npz or last.npz).") from None
-    return ckpt
+        return keras.models.load_model(path, compile=compile)
+    except (OSError, ValueError, KeyError, EOFError, TypeError,
+            zipfile.BadZipFile) as e:
+        raise CheckpointError(damaged_message(path, e)) from None
+
+
+def damaged_message(path: str, error) -> str:
+    return (f"{path} is not a readable checkpoint ({str(error).splitlines()[0]}); it "
+            f"may be from an interrupted copy. Use the other checkpoint of the run "
+            f"(best.keras or last.keras).")
+
+
+def save_json(path: str, obj) -> None:
+    """Writes JSON atomically (sorted keys, indented)."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+    write_atomic(path, write)

@@ -5,10 +5,9 @@ Segmentation", ECCV 2018, https://arxiv.org/abs/1802.02611 (DeepLab v3+), on the
 encoder of Chen et al., "Rethinking Atrous Convolution for Semantic Image
 Segmentation", 2017, https://arxiv.org/abs/1706.05587 (DeepLab v3).
 
-The backbone is written out here, not taken from `keras.applications`, because its
-last stage(s) must trade their stride for dilation; it keeps every layer name and
-weight shape of `keras.applications.ResNet50V2`, so the same ImageNet weights load
-into it by layer name.
+The backbone is `models.backbones.resnet50_v2` at output stride 16 or 8: its last
+stage(s) trade their stride for dilation and keep every layer name and weight shape of
+`keras.applications.ResNet50V2`, so the ImageNet weights load into it by layer name.
 
 Example:
     >>> net = DeepLabV3Plus(weights=None, output_stride=16)
@@ -22,106 +21,10 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from datasets.data import NUM_CLASSES
-from models import backbones
-from models.backbones import check_weights, features
+from learning.labels import NUM_CLASSES
+from models.backbones import features, resnet50_v2
 from models.layers import conv, conv_bn_relu, preprocess_for_resnet_v2, upsample
-from models.nn import SegNet, register
-
-# (stage name, bottleneck filters, blocks, stride of the stage's last block). As in
-# Keras (and TF-slim) ResNet v2, a stage downsamples in its LAST block; conv5 keeps
-# the stride-32 resolution of conv4_block6.
-RESNET50V2_STAGES = (("conv2", 64, 3, 2), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2),
-                     ("conv5", 512, 3, 1))
-
-
-# ----------------------------------------------------------------------- backbone
-
-def apply_residual_block_v2(x, filters: int, name: str, stride: int = 1,
-                            dilation: int = 1, conv_shortcut: bool = False):
-    """Pre-activation bottleneck (He et al. 2016, "Identity Mappings in Deep Residual
-    Networks"), layer for layer `keras.applications`' `residual_block_v2`, plus a
-    dilation rate for its 3x3 convolution and a name for its shortcut pooling."""
-    preact = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_preact_bn")(x)
-    preact = layers.ReLU(name=f"{name}_preact_relu")(preact)
-    if conv_shortcut:
-        shortcut = layers.Conv2D(4 * filters, 1, strides=stride,
-                                 name=f"{name}_0_conv")(preact)
-    elif stride > 1:  # a 1x1 "pooling" that only subsamples
-        shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
-    else:
-        shortcut = x
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_1_conv")(preact)
-    x = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_1_bn")(x)
-    x = layers.ReLU(name=f"{name}_1_relu")(x)
-    # Padding by the dilation keeps the size; a dilated 3x3 spans 2 * dilation + 1.
-    x = layers.ZeroPadding2D(dilation, name=f"{name}_2_pad")(x)
-    x = layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation,
-                      use_bias=False, name=f"{name}_2_conv")(x)
-    x = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_2_bn")(x)
-    x = layers.ReLU(name=f"{name}_2_relu")(x)
-    x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
-    return layers.Add(name=f"{name}_out")([shortcut, x])
-
-
-def atrous_resnet50_v2(x, weights=None, output_stride: int = 32) -> keras.Model:
-    """ResNet-50 v2 (no top) on the preprocessed tensor `x`, with output stride 32,
-    16 or 8 (DeepLab v3, Sec. 3.1).
-
-    Once the network has reached `output_stride`, each later stride 2 becomes stride 1
-    and every later 3x3 convolution is dilated by the product of the strides removed
-    before it (the TF-slim rule), which keeps each kernel's field of view: OS 16
-    dilates conv5 by 2; OS 8 dilates conv4 by 2 and conv5 by 4. With
-    `output_stride=32` this is exactly `keras.applications.ResNet50V2`. The end points
-    of `models.backbones.RESNET50V2_FEATURES` keep their names (a dilated one simply
-    keeps its resolution).
-
-    Args:
-        x: the preprocessed image tensor (RGB in [-1, 1]).
-        weights: "imagenet", a weights file for `keras.applications.ResNet50V2`, or
-            None. They are loaded into the plain Keras model
-            (`models.backbones.resnet50_v2`) and copied by layer name.
-        output_stride: 8, 16 or 32.
-
-    Returns:
-        A `keras.Model` from the image input to "post_relu"; its layers become part of
-        any model built on `x`.
-    """
-    if output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32. Received: {output_stride}")
-    check_weights(weights)
-    inputs = x
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
-    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    current_stride, rate = 4, 1
-    for stage, filters, blocks, stage_stride in RESNET50V2_STAGES:
-        for i in range(1, blocks + 1):
-            stride = stage_stride if i == blocks else 1
-            if current_stride == output_stride:  # trade the stride for dilation
-                block_stride, dilation, rate = 1, rate, rate * stride
-            else:
-                block_stride, dilation = stride, 1
-                current_stride *= stride
-            x = apply_residual_block_v2(x, filters, f"{stage}_block{i}", block_stride,
-                                        dilation, conv_shortcut=(i == 1))
-    x = layers.BatchNormalization(epsilon=1.001e-5, name="post_bn")(x)
-    x = layers.ReLU(name="post_relu")(x)
-    backbone = keras.Model(keras.utils.get_source_inputs(inputs), x, name="resnet50v2")
-    if weights is not None:  # the plain Keras model loads them, with clear errors
-        plain = backbones.resnet50_v2(keras.Input((None, None, 3)), weights)
-        copy_weights_by_name(plain, backbone)
-    return backbone
-
-
-def copy_weights_by_name(source: keras.Model, target: keras.Model) -> None:
-    """Copies the weights of every layer of `source` into `target`'s layer of the same
-    name (dilation changes no weight shape, so a dilated ResNet takes plain weights)."""
-    for layer in source.layers:
-        if layer.weights:
-            target.get_layer(layer.name).set_weights(layer.get_weights())
-
+from models.nn import SegNet
 
 # ----------------------------------------------------------------------- head
 
@@ -181,7 +84,7 @@ def apply_decoder(x, low_level, num_classes: int, upsample_factor: int,
     return conv(x, num_classes, 1, name=f"{name}_scores")
 
 
-@register("deeplabv3plus")
+@keras.saving.register_keras_serializable(package="segmentation")
 class DeepLabV3Plus(SegNet):
     """DeepLab v3+ (Chen et al. 2018, https://arxiv.org/abs/1802.02611) on ResNet-50 v2.
 
@@ -206,6 +109,8 @@ class DeepLabV3Plus(SegNet):
             such a dilation costs far more than its useful work; pass smaller rates.
     """
 
+    architecture = "deeplabv3plus"
+
     def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",
                  output_stride: int = 16, aspp_rates=None):
         if output_stride not in (8, 16):
@@ -225,7 +130,7 @@ class DeepLabV3Plus(SegNet):
     def build(self, inputs, weights):
         os_ = self.options["output_stride"]
         x = preprocess_for_resnet_v2(inputs)
-        backbone = atrous_resnet50_v2(x, weights, output_stride=os_)
+        backbone = resnet50_v2(x, weights, output_stride=os_)
         low_level = features(backbone, strides=(4,))[0]
         x = apply_aspp(backbone.output, 256, rates=self.options["aspp_rates"])
         x = apply_decoder(x, low_level, self.num_classes, upsample_factor=os_ // 4)

@@ -27,11 +27,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from datasets.data import NUM_CLASSES
-from models import deeplab  # its ResNet-50 v2 builder names every layer
-from models.backbones import features
+from learning.labels import NUM_CLASSES
+from models.backbones import features, resnet50_v2
 from models.layers import conv, preprocess_for_resnet_v2, upsample
-from models.nn import SegNet, register
+from models.nn import SegNet
 
 UPSAMPLE_MODES = ("transpose", "resize")
 
@@ -110,7 +109,7 @@ class FCN(SegNet):
     def build(self, inputs, weights):
         c, mode = self.num_classes, self.options["upsample"]
         x = preprocess_for_resnet_v2(inputs)
-        backbone = deeplab.atrous_resnet50_v2(x, weights, output_stride=32)
+        backbone = resnet50_v2(x, weights)
         score = apply_score(backbone.output, c, name="score_stride32")
         stride = 32
         for skip_stride, feat in zip(self.skip_strides,
@@ -123,20 +122,26 @@ class FCN(SegNet):
         return apply_upsample(score, stride, "logits", mode, trainable=False)
 
 
-@register("fcn32s")
+@keras.saving.register_keras_serializable(package="segmentation")
 class FCN32s(FCN):
     """FCN-32s: the stride-32 score upsampled x32 (Long et al. 2015, Sec. 4.1)."""
 
+    architecture = "fcn32s"
 
-@register("fcn16s")
+
+@keras.saving.register_keras_serializable(package="segmentation")
 class FCN16s(FCN):
     """FCN-16s: stride-32 and stride-16 scores fused, upsampled x16 (Sec. 4.2)."""
+
+    architecture = "fcn16s"
 
     skip_strides = (16,)
 
 
-@register("fcn8s")
+@keras.saving.register_keras_serializable(package="segmentation")
 class FCN8s(FCN):
     """FCN-8s: stride-32, 16 and 8 scores fused, upsampled x8 (Sec. 4.2)."""
+
+    architecture = "fcn8s"
 
     skip_strides = (16, 8)

@@ -1,6 +1,8 @@
 """Losses over counted pixels: labels equal to `IGNORE_LABEL` never contribute.
 
-All take `y_true` labels (N, H, W) and `y_pred` logits (N, H, W, C).
+All take `y_true` labels (N, H, W) and `y_pred` logits (N, H, W, C). Cross-entropy is
+Keras' own; the Dice losses are ours because Keras' `Dice` has no ignore label, no
+per-class mean and expects probabilities of one class.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from datasets.data import IGNORE_LABEL
+from learning.labels import IGNORE_LABEL
 
 
 def _counted(y_true, num_classes):
@@ -18,38 +20,16 @@ def _counted(y_true, num_classes):
     return ops.where(mask, t, 0), ops.cast(mask, "float32")
 
 
-@keras.saving.register_keras_serializable(package="segmentation")
-class MaskedCrossEntropy(keras.losses.Loss):
-    """Pixel-wise softmax cross-entropy averaged over the counted pixels of the batch.
+def cross_entropy(ignore_label: int = IGNORE_LABEL) -> keras.losses.Loss:
+    """Pixel-wise softmax cross-entropy averaged over the counted pixels of the batch:
+    Keras' own `SparseCategoricalCrossentropy` with `ignore_class`, which leaves the
+    ignored pixels out of both the sum and the count (0 when every pixel is ignored).
 
     (The article averaged over all pixels with the unknown ones as zeros, which shrinks
     the loss of images with wide unknown borders.)
     """
-
-    def __init__(self, ignore_label: int = IGNORE_LABEL, name="masked_cross_entropy",
-                 **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.ignore_label = ignore_label
-
-    def call(self, y_true, y_pred):
-        num_classes = ops.shape(y_pred)[-1]
-        t, mask = _counted(y_true, num_classes)
-        ce = ops.sparse_categorical_crossentropy(t, ops.cast(y_pred, "float32"),
-                                                 from_logits=True)
-        return ops.sum(ce * mask) / ops.maximum(ops.sum(mask), 1.0)
-
-    def get_config(self):
-        return {**super().get_config(), "ignore_label": self.ignore_label}
-
-
-LOSSES = {"ce": MaskedCrossEntropy}
-
-
-def make_loss(name: str) -> keras.losses.Loss:
-    """A loss by its command-line name."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}")
-    return LOSSES[name]()
+    return keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, ignore_class=ignore_label, name="cross_entropy")
 
 
 @keras.saving.register_keras_serializable(package="segmentation")
@@ -95,7 +75,7 @@ class DiceLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="segmentation")
 class CrossEntropyDiceLoss(keras.losses.Loss):
-    """`MaskedCrossEntropy` + `DiceLoss`, unweighted: cross-entropy gives every pixel
+    """`cross_entropy()` + `DiceLoss`, unweighted: cross-entropy gives every pixel
     a smooth gradient, Dice keeps the small classes from being drowned out."""
 
     def __init__(self, smooth: float = 1.0, ignore_label: int = IGNORE_LABEL,
@@ -103,15 +83,22 @@ class CrossEntropyDiceLoss(keras.losses.Loss):
         super().__init__(name=name, **kwargs)
         self.smooth = smooth
         self.ignore_label = ignore_label
-        self.cross_entropy = MaskedCrossEntropy(ignore_label)
+        self.cross_entropy = cross_entropy(ignore_label)
         self.dice = DiceLoss(smooth, ignore_label)
 
     def call(self, y_true, y_pred):
-        return self.cross_entropy.call(y_true, y_pred) + self.dice.call(y_true, y_pred)
+        return self.cross_entropy(y_true, y_pred) + self.dice.call(y_true, y_pred)
 
     def get_config(self):
         return {**super().get_config(), "smooth": self.smooth,
                 "ignore_label": self.ignore_label}
 
 
-LOSSES.update({"dice": DiceLoss, "ce+dice": CrossEntropyDiceLoss})
+LOSSES = {"ce": cross_entropy, "dice": DiceLoss, "ce+dice": CrossEntropyDiceLoss}
+
+
+def make_loss(name: str) -> keras.losses.Loss:
+    """A loss by its command-line name."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose from {sorted(LOSSES)}")
+    return LOSSES[name]()

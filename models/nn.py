@@ -1,9 +1,11 @@
-"""`SegNet`, the base every architecture subclasses, and the GCN of the article.
+"""`SegNet`, the base every architecture subclasses, and the `keras.Model` it builds.
 
 A `SegNet` owns a `keras.Model` (`.model`) that takes a batch of raw uint8 RGB images of
 any size its architecture allows and returns per-pixel class logits (N, H, W, C). The
-base also owns the loss, prediction over a `DataSet` / `tf.data` stream / array, and
-saving and loading. A subclass only writes `build(inputs)`.
+base also owns the loss and prediction over a `DataSet` / `tf.data` stream / array (the
+article's API); saving is Keras' own `.keras` format. A subclass writes `build(inputs,
+weights)` and registers itself with `keras.saving.register_keras_serializable`, so
+`keras.models.load_model` can rebuild it by name after `import models`.
 
 Example:
     >>> net = GCN(num_classes=3, weights=None, input_size=64)
@@ -18,23 +20,35 @@ from abc import ABC, abstractmethod
 import keras
 import numpy as np
 
-from datasets.data import NUM_CLASSES
+from learning.labels import NUM_CLASSES
 from models import checkpoint
-from models.backbones import features, resnet50_v2
-from models.layers import (boundary_refine_block, conv, global_conv_block, image_input,
-                           preprocess_for_resnet_v2, upsample)
+from models.layers import image_input
 from models.losses import make_loss
 
-ARCHITECTURES: dict[str, type["SegNet"]] = {}
 
+@keras.saving.register_keras_serializable(package="segmentation")
+class SegmentationModel(keras.Model):
+    """The functional `keras.Model` of a `SegNet`: uint8 images in, logits out.
 
-def register(name: str):
-    """Class decorator: makes an architecture buildable by name (`--model NAME`)."""
-    def wrap(cls):
-        cls.architecture = name
-        ARCHITECTURES[name] = cls
-        return cls
-    return wrap
+    Its config is the architecture's (`SegNet.get_config`), not a list of layers:
+    `from_config` rebuilds the network through its `SegNet` class, exactly as it was
+    first built, and Keras then loads the weights into it by layer. `.segnet` gives
+    the `SegNet` back (for `predict`, `output_stride`, ...).
+    """
+
+    def __init__(self, inputs, outputs, segnet: "SegNet", **kwargs):
+        super().__init__(inputs, outputs, **kwargs)
+        self.segnet = segnet
+
+    def get_config(self):
+        return {"name": self.name,
+                "segnet": keras.saving.serialize_keras_object(self.segnet)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        segnet = keras.saving.deserialize_keras_object(config["segnet"],
+                                                       custom_objects=custom_objects)
+        return segnet.model
 
 
 class SegNet(ABC):
@@ -43,13 +57,15 @@ class SegNet(ABC):
     Args:
         num_classes: classes including background (3: background, cat, dog).
         weights: backbone weights: "imagenet", a local file path, or None (random).
-        loss: loss name from `models.losses.LOSSES` ("ce": masked cross-entropy).
+        loss: loss name from `models.losses.LOSSES` ("ce": cross-entropy over the
+            counted pixels).
         **kwargs: architecture options, stored in `config` with the above (except
-            `weights`) so `load` can rebuild the same network.
+            `weights`) so a saved model can be rebuilt.
     """
 
     architecture = "segnet"
-    output_stride = 32  # height and width must be multiples of this
+    output_stride = 32           # height and width must be multiples of this
+    pretrained_backbone = True   # False: trains from random weights only
 
     def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",
                  **kwargs):
@@ -61,7 +77,8 @@ class SegNet(ABC):
         self.options = kwargs
         inputs = image_input()
         logits = self.build(inputs, weights)
-        self.model = keras.Model(inputs, logits, name=self.architecture)
+        self.model = SegmentationModel(inputs, logits, segnet=self,
+                                       name=self.architecture)
 
     @abstractmethod
     def build(self, inputs, weights):
@@ -69,20 +86,19 @@ class SegNet(ABC):
 
     # ----------------------------------------------------------------- config
 
+    def get_config(self) -> dict:
+        """The constructor arguments that rebuild this network (weights aside)."""
+        return {"num_classes": self.num_classes, "loss": self.loss_name, **self.options}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "SegNet":
+        """Rebuilds the architecture with random weights."""
+        return cls(weights=None, **config)
+
     @property
     def config(self) -> dict:
-        return {"architecture": self.architecture, "num_classes": self.num_classes,
-                "loss": self.loss_name, **self.options}
-
-    @staticmethod
-    def from_config(config: dict) -> "SegNet":
-        """Rebuilds an architecture (random weights) from `config`."""
-        config = dict(config)
-        name = config.pop("architecture")
-        if name not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {name!r}; choose from "
-                             f"{sorted(ARCHITECTURES)}")
-        return ARCHITECTURES[name](weights=None, **config)
+        """`get_config()` plus the architecture's `--model` name, as in config.json."""
+        return {"architecture": self.architecture, **self.get_config()}
 
     # ----------------------------------------------------------------- sizes
 
@@ -140,82 +156,21 @@ class SegNet(ABC):
 
     # ----------------------------------------------------------------- save / load
 
-    def save(self, path: str, optimizer=None, state: dict | None = None) -> None:
-        """Writes an atomic one-file checkpoint (see `models.checkpoint`)."""
-        opt_vars = None
-        if optimizer is not None:
-            opt_vars = [keras.ops.convert_to_numpy(v) for v in optimizer.variables]
-        checkpoint.save(path, self.config,
-                        [keras.ops.convert_to_numpy(w) for w in self.model.weights],
-                        [w.path for w in self.model.weights], opt_vars, state)
-
-    def load_weights_from(self, ckpt: dict) -> None:
-        """Assigns the weights of a loaded checkpoint dict, checking they match."""
-        names = [w.path for w in self.model.weights]
-        if names != ckpt["weight_names"]:
-            raise checkpoint.CheckpointError(
-                "checkpoint weights do not match this network (different architecture "
-                "or options)")
-        for var, value in zip(self.model.weights, ckpt["weights"]):
-            var.assign(value)
+    def save(self, path: str) -> None:
+        """Writes the model to a `.keras` file atomically (`models.checkpoint`)."""
+        checkpoint.save_model(self.model, path)
 
     @staticmethod
     def load(path: str) -> "SegNet":
-        """Rebuilds the network saved in the checkpoint `path`, with its weights."""
-        ckpt = checkpoint.load(path)
-        net = SegNet.from_config(ckpt["config"])
-        net.load_weights_from(ckpt)
-        return net
+        """The network saved in the `.keras` file `path`, with its weights."""
+        return SegNet.from_model(checkpoint.load_model(path))
 
-
-@register("gcn")
-class GCN(SegNet):
-    """Global Convolutional Network on ResNet-50 v2 (the article's model).
-
-    Peng et al., "Large Kernel Matters -- Improve Semantic Segmentation by Global
-    Convolutional Network", CVPR 2017, https://arxiv.org/abs/1703.02719 (Fig. 2).
-    Each of the stride 4, 8, 16, 32 features goes through a GCN block (C channels,
-    C = num_classes) and a BR block; from the coarsest level down, the map is
-    upsampled x2, added to the next level and refined by BR; two more BR + x2 steps
-    reach full size; a 1x1 convolution gives the logits.
-
-    Args:
-        input_size: the training image side; sets the default `k`.
-        k: GCN kernel size; default `input_size // 32 - 1` (15 at 512), as the article.
-    """
-
-    def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",
-                 input_size: int = 512, k: int | None = None):
-        if k is None:
-            k = max(1, input_size // 32 - 1)
-        if k < 1:
-            raise ValueError(f"k must be a positive integer. Received: {k}")
-        super().__init__(num_classes, weights, loss, input_size=input_size, k=k)
-
-    def build(self, inputs, weights):
-        c, k = self.num_classes, self.options["k"]
-        x = preprocess_for_resnet_v2(inputs)
-        feats = features(resnet50_v2(x, weights))  # strides 4, 8, 16, 32
-        top = None
-        for stride, feat in zip((32, 16, 8, 4), reversed(feats)):
-            name = f"gcn_stride{stride}"
-            score = global_conv_block(feat, c, k, name=f"{name}_gc")
-            score = boundary_refine_block(score, name=f"{name}_br")
-            if top is not None:
-                score = keras.layers.Add(name=f"{name}_topdown_sum")([top, score])
-                score = boundary_refine_block(score, name=f"{name}_topdown_br")
-            top = upsample(score, 2, name=f"{name}_up")
-        x = boundary_refine_block(top, name="gcn_stride2_br")
-        x = upsample(x, 2, name="gcn_stride2_up")
-        x = boundary_refine_block(x, name="gcn_stride1_br")
-        return conv(x, c, 1, name="logits")
-
-
-def build_model(name: str, **kwargs) -> SegNet:
-    """An architecture by its command-line name, e.g. `build_model("gcn", k=7)`."""
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown model {name!r}; choose from {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name](**kwargs)
-
-
-from models import fcn, deeplab, unet, segnet  # noqa: E402,F401  (registers architectures)
+    @staticmethod
+    def from_model(model: keras.Model) -> "SegNet":
+        """The `SegNet` of a model this project built (e.g. from `load_model`)."""
+        segnet = getattr(model, "segnet", None)
+        if not isinstance(segnet, SegNet):
+            raise checkpoint.CheckpointError(
+                f"model {model.name!r} was not built by this project's SegNet "
+                f"classes; train it with train.py")
+        return segnet

@@ -21,9 +21,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from datasets.data import NUM_CLASSES
+from learning.labels import NUM_CLASSES
 from models.layers import conv, conv_bn_relu
-from models.nn import SegNet, register
+from models.nn import SegNet
 
 
 @keras.saving.register_keras_serializable(package="segmentation")
@@ -101,7 +101,7 @@ def apply_decoder_level(x, indices, filters: int, out_filters: int, convs: int,
     return x
 
 
-@register("segnet")
+@keras.saving.register_keras_serializable(package="segmentation")
 class SegNetArch(SegNet):
     """SegNet (Badrinarayanan et al. 2017, https://arxiv.org/abs/1511.00561), CPU-sized.
 
@@ -122,6 +122,7 @@ class SegNetArch(SegNet):
         convs_per_level: 3x3 convolutions in each encoder and decoder level.
     """
 
+    architecture = "segnet"
     pretrained_backbone = False  # scripts: train from scratch, weights=None
 
     def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",

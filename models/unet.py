@@ -11,11 +11,12 @@ Example:
 
 from __future__ import annotations
 
+import keras
 from keras import layers
 
-from datasets.data import NUM_CLASSES
+from learning.labels import NUM_CLASSES
 from models.layers import conv, conv_bn_relu
-from models.nn import SegNet, register
+from models.nn import SegNet
 
 
 def apply_double_conv(x, filters: int, name: str):
@@ -33,7 +34,7 @@ def apply_up_block(x, skip, filters: int, name: str):
     return apply_double_conv(x, filters, name=f"{name}_conv")
 
 
-@register("unet")
+@keras.saving.register_keras_serializable(package="segmentation")
 class UNet(SegNet):
     """U-Net (Ronneberger et al. 2015, https://arxiv.org/abs/1505.04597), CPU-sized.
 
@@ -54,6 +55,7 @@ class UNet(SegNet):
         depth: number of poolings; input sides must be multiples of 2**depth.
     """
 
+    architecture = "unet"
     pretrained_backbone = False  # scripts: train from scratch, weights=None
 
     def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",
