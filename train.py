@@ -4,8 +4,10 @@
     python train.py --data demo --out runs/demo --image-size 64  # CPU-sized demo
 
 The defaults are the article's hyper-parameters. The run folder gets `config.json`
-(every flag), `best.npz` and `last.npz` (checkpoints), `history.csv` and
-`learning_curve.png`. Ctrl-C saves a resumable state; `--resume` continues exactly.
+(every flag), `best.keras` and `last.keras` (Keras checkpoints: open them with
+`keras.models.load_model` after `import models`), `state.json`, `history.csv`,
+`learning_curve.png` and `tensorboard/`. Ctrl-C saves a resumable state; `--resume`
+continues exactly.
 """
 
 from __future__ import annotations
@@ -59,18 +61,20 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="leave out unreadable/inconsistent files instead of stopping")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the split, init, batch order and flips")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="do not write TensorBoard logs to OUT/tensorboard")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     return p
 
 
 def _models() -> list[str]:
-    from models.nn import ARCHITECTURES
+    from models import ARCHITECTURES
     return sorted(ARCHITECTURES)
 
 
 def build_net(args):
     """The architecture named by --model, with the flags that apply to it."""
-    from models.nn import ARCHITECTURES
+    from models import ARCHITECTURES
     if args.model not in ARCHITECTURES:
         raise ValueError(f"unknown --model {args.model!r}; choose from {_models()}")
     cls = ARCHITECTURES[args.model]
@@ -106,8 +110,8 @@ def main(argv=None) -> int:
     print(f"data: {len(train_paths)} training and {len(val_paths)} validation images "
           f"from {train_dir}" + (f"; {len(skipped)} bad file(s) skipped (listed above, "
                                  f"and in {args.out}/config.json)" if skipped else ""))
-    if args.resume and not os.path.isfile(os.path.join(args.out, "last.npz")):
-        raise FileNotFoundError(f"--resume: no {args.out}/last.npz to continue from")
+    if args.resume and not os.path.isfile(os.path.join(args.out, "last.keras")):
+        raise FileNotFoundError(f"--resume: no {args.out}/last.keras to continue from")
     if args.resume:
         saved = cli.read_run_config(args.out).get("args", {})
         ignore = {"resume", "epochs", "weights"}
@@ -139,11 +143,14 @@ def main(argv=None) -> int:
             momentum=args.momentum, learning_rate_patience=args.patience,
             learning_rate_decay=args.decay, eps=args.eps, image_size=args.image_size,
             score_threshold=args.score_threshold, augment=not args.no_augment,
-            seed=args.seed)
-        history = optimizer.train(args.out, resume=args.resume)
+            seed=args.seed, tensorboard=not args.no_tensorboard)
+        with cli.stop_on_signals(optimizer):
+            history = optimizer.train(args.out, resume=args.resume)
     print(f"best validation {args.evaluator}: {history['best_score']:.4f}")
-    print(f"checkpoints: {args.out}/best.npz, {args.out}/last.npz")
+    print(f"checkpoints: {args.out}/best.keras, {args.out}/last.keras")
     print(f"learning curve: {args.out}/learning_curve.png; history: {args.out}/history.csv")
+    if not args.no_tensorboard:
+        print(f"TensorBoard: tensorboard --logdir {args.out}/tensorboard")
     return 0
 
 

@@ -119,3 +119,79 @@ def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool 
         ds = ds.map(lambda image, label, padding: (image, label))
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_order(num_examples: int, seed: int, epoch: int, augment: bool):
+    """`(order, flips)` of one training epoch: a permutation and a flip per example.
+
+    They depend only on (seed, epoch), so a resumed run sees the batches an
+    uninterrupted one would.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(num_examples)
+    flips = rng.random(num_examples) < 0.5 if augment else np.zeros(num_examples, bool)
+    return order, flips
+
+
+def make_training_stream(source, image_size, batch_size: int, *, seed: int,
+                         first_epoch: int, num_epochs: int, skip_batches: int = 0,
+                         augment: bool = True) -> tf.data.Dataset:
+    """Every remaining training batch of a run, epoch after epoch, for one `fit`.
+
+    Epoch e's batches follow `epoch_order(n, seed, e)`; each epoch ends with its own
+    smaller last batch, and the first one starts after `skip_batches` batches (a
+    run resumed mid-epoch). `fit` takes it with `steps_per_epoch` and keeps one
+    iterator across epochs, so decoding runs on through epoch boundaries.
+
+    Args:
+        source: image paths (decoded as `make_dataset` does) or an in-memory
+            `datasets.data.DataSet`.
+        image_size: the crop/pad size of streamed files (ignored for a DataSet).
+        batch_size, seed, augment: as in `make_dataset`.
+        first_epoch, num_epochs: the epochs to stream, `range(first_epoch, num_epochs)`.
+        skip_batches: batches of `first_epoch` already trained.
+    """
+    from datasets.data import DataSet
+    n = source.num_examples if isinstance(source, DataSet) else len(source)
+    if n == 0 or batch_size <= 0:
+        raise ValueError(f"the training stream needs examples and a positive batch size."
+                         f" Received: {n} examples, batch_size={batch_size}")
+    orders, flips = zip(*(epoch_order(n, seed, e, augment)
+                          for e in range(first_epoch, num_epochs)))
+    orders = tf.constant(np.stack(orders).astype(np.int32))
+    flips = tf.constant(np.stack(flips))
+    load = _index_loader(source, image_size)
+
+    def one_epoch(i):
+        ds = tf.data.Dataset.from_tensor_slices((orders[i], flips[i]))
+        ds = ds.skip(tf.where(i == 0, tf.constant(skip_batches * batch_size, tf.int64),
+                              tf.constant(0, tf.int64)))
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size)
+
+    ds = tf.data.Dataset.range(len(orders)).flat_map(one_epoch)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _index_loader(source, image_size):
+    """A tf function (index, flip) -> (image, label) over `source`'s examples."""
+    from datasets.data import DataSet
+    if isinstance(source, DataSet):
+        images, labels = tf.constant(source.images), tf.constant(source.labels)
+
+        def load(i, flip):
+            image, label = tf.gather(images, i), tf.gather(labels, i)
+            return tf.cond(flip, lambda: (tf.reverse(image, [1]), tf.reverse(label, [1])),
+                           lambda: (image, label))
+        return load
+    h, w = as_size(image_size)
+    paths = tf.constant(np.asarray(list(source)))
+    numpy_load = _loader((h, w), True)
+
+    def load(i, flip):
+        image, label, _ = tf.numpy_function(numpy_load, [tf.gather(paths, i), flip],
+                                            [tf.uint8, tf.uint8, tf.bool], stateful=False)
+        image.set_shape((h, w, 3))
+        label.set_shape((h, w))
+        return image, label
+    return load

@@ -3,9 +3,11 @@ errors a user can fix into one clear line instead of a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 
 # Quiet TensorFlow's start-up chatter before it is imported anywhere.
@@ -46,6 +48,31 @@ def run(main, argv=None) -> int:
             print(f"error: {e.message.splitlines()[0]}", file=sys.stderr)
             return EXIT_USAGE
         raise
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer):
+    """Ctrl-C and SIGTERM ask `trainer` to stop after the step under way (it then saves
+    a resumable state); a second Ctrl-C aborts at once. The previous handlers come
+    back on exit."""
+    def request_stop(signum, frame):
+        if trainer.stop_requested:  # a second Ctrl-C: the user really means it
+            raise KeyboardInterrupt
+        trainer.request_stop()
+        print(f"\n{signal.Signals(signum).name} received: finishing this step and "
+              f"saving a resumable state (press Ctrl-C again to abort at once)",
+              flush=True)
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, request_stop)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield trainer
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def data_root(arg: str) -> str:

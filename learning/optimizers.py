@@ -1,36 +1,38 @@
-"""Training loops with the article's public face: `Optimizer` and `MomentumOptimizer`.
+"""Training with the article's public face, `Optimizer` and `MomentumOptimizer`, as one
+Keras `fit` with callbacks (`learning.callbacks`).
 
-Keras does the per-step work (`fit`: compiled steps, progress bar, an epoch-level
-confusion-matrix metric). What the article added around it lives here, one epoch at a
-time: score the validation set with the evaluator, keep the best checkpoint by
-`evaluator.is_better(..., score_threshold)`, decay the learning rate on a plateau, and
-save everything a `--resume` needs to continue exactly:
+A run is one `model.fit(train, validation_data=val, initial_epoch=e, epochs=N,
+callbacks=[...])`. The article's epoch end (keep the best checkpoint by
+`evaluator.is_better(..., score_threshold)`, decay the rate on a plateau) and what a
+`--resume` needs are callbacks; the validation score is the dataset-level metric in
+fit's logs. A run folder holds:
 
-    RUN/last.npz     weights + optimizer state + training state, every epoch end
-    RUN/best.npz     the weights that scored best on validation
+    RUN/last.keras   model + optimizer state, every epoch end (Keras v3 archive)
+    RUN/best.keras   the model that scored best on validation
+    RUN/state.json   epoch, step in epoch, plateau counter, best score, rate, history
     RUN/history.csv  one row per epoch;  RUN/learning_curve.png  the curves
+    RUN/tensorboard/ epoch-level logs for TensorBoard
 
 Each epoch's batch order and flips depend only on (seed, epoch), so a resumed run sees
-the same batches an uninterrupted one would.
+the same batches an uninterrupted one would. Stopping is asked for with
+`request_stop()` (the scripts call it from their Ctrl-C / SIGTERM handlers).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import signal
 import time
 from abc import ABC, abstractmethod
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from datasets.data import DataSet
-from datasets.stream import make_dataset
-from learning.metrics import ConfusionMatrixMetric
-from learning.utils import evaluate, plot_learning_curve, write_history_csv
+from datasets.stream import make_dataset, make_training_stream
+from learning import callbacks as cbs
 from models import checkpoint
+from models.metrics import make_metrics
 
 
 class TrainingError(RuntimeError):
@@ -46,59 +48,6 @@ class TrainingInterrupted(RuntimeError):
         self.path = path
 
 
-class _StepWatch(keras.callbacks.Callback):
-    """Per-step bookkeeping inside `fit`: raw step losses, NaN guard, stop requests.
-
-    On a resumed, half-done epoch it adds the running metrics saved at the interruption
-    (loss sums, confusion counts) back in after the first step, so the epoch's numbers
-    come out as if it had never stopped.
-    """
-
-    def __init__(self, trainer, metric_values=None):
-        super().__init__()
-        self.trainer = trainer
-        self.metric_values = metric_values
-        self.steps = trainer.step_in_epoch
-        self.nan = False
-
-    def _loss_sums(self):
-        return float(self.tracker.total.numpy()), float(self.tracker.count.numpy())
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.tracker = next(m for m in self.model.metrics if m.name == "loss")
-        self.sums = self._loss_sums()
-
-    def _add_saved_metrics(self):
-        # Metric variables are sums (loss total and count, confusion counts), so the
-        # saved part of the epoch adds on. They exist only after the first step.
-        variables = self.model.metrics_variables
-        if len(variables) != len(self.metric_values):
-            print("note: the interrupted epoch's running metrics do not match this "
-                  "model's; its train score counts only the steps after the resume")
-        else:
-            for var, value in zip(variables, self.metric_values):
-                var.assign(var + np.asarray(value, dtype=var.dtype))
-        self.metric_values = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        # The tracker holds a running, batch-size-weighted sum: this step's loss is
-        # its increase over the step's examples.
-        total, count = self._loss_sums()
-        raw = (total - self.sums[0]) / max(count - self.sums[1], 1.0)
-        if self.metric_values:
-            self._add_saved_metrics()
-            total, count = self._loss_sums()
-        self.sums = (total, count)
-        self.steps += 1
-        if not (math.isfinite(raw) and math.isfinite(total)):
-            self.nan = True
-            self.model.stop_training = True
-            return
-        self.trainer.step_losses.append(raw)
-        if self.trainer.stop_requested:
-            self.model.stop_training = True
-
-
 class Optimizer(ABC):
     """Base training loop for a `SegNet`.
 
@@ -109,7 +58,8 @@ class Optimizer(ABC):
         val_set: like `train_set`, or None (then the epoch's train score is used).
         **kwargs: batch_size (8), num_epochs (300), learning_rate (1e-3),
             image_size (for paths; 512), augment (True), seed (0), score_threshold
-            (1e-4), callbacks (extra `keras.callbacks.Callback`s for `fit`) and the
+            (1e-4), jit_compile ("auto"), tensorboard (True: RUN/tensorboard),
+            callbacks (extra `keras.callbacks.Callback`s for `fit`) and the
             subclass' own options.
     """
 
@@ -126,6 +76,7 @@ class Optimizer(ABC):
         self.seed = kwargs.pop("seed", 0)
         self.score_threshold = kwargs.pop("score_threshold", 1e-4)
         self.jit_compile = kwargs.pop("jit_compile", "auto")
+        self.tensorboard = kwargs.pop("tensorboard", True)
         self.callbacks = list(kwargs.pop("callbacks", None) or [])
         self.options = kwargs
         self.stop_requested = False
@@ -135,12 +86,14 @@ class Optimizer(ABC):
         """Training state at the start of a run (everything `--resume` restores)."""
         self.curr_epoch = 0                  # completed epochs
         self.step_in_epoch = 0               # steps done in an interrupted epoch
-        self.epoch_metrics = None            # its running metric values, to restore
+        self.epoch_metrics = None            # its running metric sums, to restore
         self.curr_learning_rate = self.init_learning_rate
         self.best_score = self.evaluator.worst_score
         self.num_bad_epochs = 0
         self.step_losses: list[float] = []
         self.epochs: list[dict] = []         # one dict per epoch, as in history.csv
+        self.nan_at = None                   # (epoch, step) of a NaN loss
+        self.improved = False
 
     @abstractmethod
     def _make_optimizer(self) -> keras.optimizers.Optimizer:
@@ -150,6 +103,10 @@ class Optimizer(ABC):
     def _update_learning_rate(self) -> None:
         """Called after each epoch's evaluation to adjust `curr_learning_rate`."""
 
+    def request_stop(self) -> None:
+        """Asks the run to stop after the step under way and save a resumable state."""
+        self.stop_requested = True
+
     # ----------------------------------------------------------------- state
 
     def state(self) -> dict:
@@ -157,7 +114,8 @@ class Optimizer(ABC):
                 "epoch_metrics": self.epoch_metrics,
                 "learning_rate": self.curr_learning_rate, "best_score": self.best_score,
                 "num_bad_epochs": self.num_bad_epochs, "step_losses": self.step_losses,
-                "epochs": self.epochs, "seed": self.seed}
+                "epochs": self.epochs, "seed": self.seed,
+                "iterations": int(self.model.model.optimizer.iterations)}
 
     def load_state(self, state: dict) -> None:
         self.curr_epoch = state["epoch"]
@@ -169,84 +127,91 @@ class Optimizer(ABC):
         self.step_losses = list(state["step_losses"])
         self.epochs = list(state["epochs"])
 
+    def save_last(self, save_dir: str) -> str:
+        """Writes `last.keras` and `state.json`, each atomically.
+
+        `state.json` keeps the previous state beside the new one and is written
+        first: whichever of the two files a kill leaves newer, the state whose
+        `iterations` match the optimizer's in `last.keras` is there.
+        """
+        path = os.path.join(save_dir, "last.keras")
+        try:
+            previous = self._saved_states(save_dir)[-1:]
+        except checkpoint.CheckpointError:
+            previous = []  # a damaged state.json is replaced, not fatal
+        current = self.state()
+        states = [s for s in previous if s["iterations"] != current["iterations"]]
+        checkpoint.save_json(os.path.join(save_dir, "state.json"),
+                             {"states": states + [current]})
+        self.model.save(path, include_optimizer=True)
+        return path
+
+    @staticmethod
+    def _saved_states(save_dir: str) -> list[dict]:
+        import json
+        path = os.path.join(save_dir, "state.json")
+        if not os.path.isfile(path):
+            return []
+        try:
+            with open(path) as f:
+                return json.load(f)["states"]
+        except (ValueError, KeyError) as e:
+            raise checkpoint.CheckpointError(checkpoint.damaged_message(path, e)) from None
+
     def _compile(self) -> None:
         net = self.model
-        if getattr(net.model, "optimizer", None) is None or not net.model.compiled:
-            metrics = [ConfusionMatrixMetric(net.num_classes, "pixel_accuracy"),
-                       ConfusionMatrixMetric(net.num_classes, "mean_iou")]
-            net.model.compile(optimizer=self._make_optimizer(), loss=net.loss,
-                              metrics=metrics, jit_compile=self.jit_compile)
+        net.model.compile(optimizer=self._make_optimizer(), loss=net.loss,
+                          metrics=make_metrics(net.num_classes),
+                          jit_compile=self.jit_compile)
 
-    def restore(self, path: str) -> None:
-        """Loads weights, optimizer variables and training state from a checkpoint."""
-        ckpt = checkpoint.load(path)
-        if ckpt["state"] is None or ckpt["optimizer_variables"] is None:
-            raise checkpoint.CheckpointError(f"{path} holds no training state to resume")
-        if ckpt["config"] != self.model.config:
+    def restore(self, save_dir: str) -> None:
+        """Loads weights, optimizer variables and training state of `save_dir`."""
+        path = os.path.join(save_dir, "last.keras")
+        saved = checkpoint.read_config(path)
+        if saved != self.model.get_config():
             raise checkpoint.CheckpointError(
-                f"{path} was saved by a different model ({ckpt['config']}); resume "
-                f"with the options of that run (see config.json beside it)")
-        self.model.load_weights_from(ckpt)
+                f"{path} was saved by a different model ({saved}); resume with the "
+                f"options of that run (see config.json beside it)")
         self._compile()
-        opt = self.model.model.optimizer
-        opt.build(self.model.model.trainable_variables)
-        if len(opt.variables) != len(ckpt["optimizer_variables"]):
-            raise checkpoint.CheckpointError(f"{path}: optimizer state does not match")
-        for var, value in zip(opt.variables, ckpt["optimizer_variables"]):
-            var.assign(value)
-        self.load_state(ckpt["state"])
+        model = self.model.model
+        model.optimizer.build(model.trainable_variables)
+        try:
+            model.load_weights(path)
+        except (OSError, ValueError, KeyError) as e:
+            raise checkpoint.CheckpointError(checkpoint.damaged_message(path, e)) from None
+        iterations = int(model.optimizer.iterations)
+        match = [s for s in self._saved_states(save_dir) if s["iterations"] == iterations]
+        if not match:
+            raise checkpoint.CheckpointError(
+                f"{save_dir}/state.json holds no training state for {path} (step "
+                f"{iterations}); the run cannot be resumed exactly")
+        self.load_state(match[-1])
 
-    # ----------------------------------------------------------------- data
+    # ----------------------------------------------------------------- epochs
 
-    def _epoch_data(self, data, epoch: int | None, with_padding: bool = False):
-        """The batches of one epoch: shuffled by (seed, epoch) when `epoch` is given."""
-        seed = self.seed * 100003 + (epoch or 0)
-        if isinstance(data, DataSet):
-            idx = np.arange(data.num_examples)
-            if epoch is not None:
-                idx = np.random.default_rng(seed).permutation(idx)
-            images, labels = data.images[idx], data.labels[idx]
-            if epoch is not None and self.augment:
-                flip = np.random.default_rng(seed + 1).random(len(idx)) < 0.5
-                images[flip], labels[flip] = images[flip, :, ::-1], labels[flip, :, ::-1]
-            return tf.data.Dataset.from_tensor_slices((images, labels)).batch(
-                self.batch_size)
-        return make_dataset(data, self.image_size, self.batch_size,
-                            shuffle=epoch is not None, seed=seed,
-                            augment=self.augment and epoch is not None,
-                            with_padding=with_padding)
+    @property
+    def num_examples(self) -> int:
+        return (self.train_set.num_examples if isinstance(self.train_set, DataSet)
+                else len(self.train_set))
 
-    def _steps_per_epoch(self) -> int:
-        n = (self.train_set.num_examples if isinstance(self.train_set, DataSet)
-             else len(self.train_set))
-        return math.ceil(n / self.batch_size)
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.num_examples / self.batch_size)
 
-    def _evaluate(self, data) -> float:
-        cm, _ = evaluate(self.model, self._epoch_data(data, None))
-        return self.evaluator.score_confusion(cm)
+    def batch_size_of(self, step: int) -> int:
+        """The size of an epoch's batch number `step` (the last one may be smaller)."""
+        return min(self.batch_size, self.num_examples - step * self.batch_size)
 
-    # ----------------------------------------------------------------- training
+    def loss_sums_at_start(self) -> tuple[float, float]:
+        """Keras' running loss (total, count) before the epoch's first step here."""
+        if not (self.step_in_epoch and self.epoch_metrics):
+            return 0.0, 0.0
+        return self.epoch_metrics["loss/total"], self.epoch_metrics["loss/count"]
 
-    def _install_signal_handlers(self):
-        """Ctrl-C / SIGTERM ask the loop to stop after the current step, not mid-write."""
-        def request_stop(signum, frame):
-            if self.stop_requested:  # a second Ctrl-C: the user really means it
-                raise KeyboardInterrupt
-            self.stop_requested = True
-            print(f"\n{signal.Signals(signum).name} received: finishing this step and "
-                  f"saving a resumable state (press Ctrl-C again to abort at once)")
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                previous[sig] = signal.signal(sig, request_stop)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return previous
-
-    def _save_last(self, save_dir: str) -> str:
-        path = os.path.join(save_dir, "last.npz")
-        self.model.save(path, optimizer=self.model.model.optimizer, state=self.state())
-        return path
+    def monitored_score(self, logs: dict) -> float:
+        """The validation score of the epoch (the train score without validation)."""
+        name = self.evaluator.name
+        return float(logs[name if self.val_set is None else f"val_{name}"])
 
     def _record_score(self, curr: float) -> bool:
         """The article's bookkeeping for one epoch's score: best score, count of epochs
@@ -261,89 +226,116 @@ class Optimizer(ABC):
         self._update_learning_rate()
         return improved
 
-    def _end_epoch(self, save_dir: str, logs: dict, seconds: float, verbose: bool):
-        """The article's epoch end: evaluate, keep the best, adjust the rate, save."""
-        train_score = logs.get(self.evaluator.name)
-        val_score = None if self.val_set is None else self._evaluate(self.val_set)
-        lr_used = self.curr_learning_rate
-        improved = self._record_score(train_score if val_score is None else val_score)
+    def finish_epoch(self, logs: dict) -> None:
+        """Adds the finished epoch to the history (called before it is saved)."""
+        name = self.evaluator.name
+        started = getattr(self, "epoch_started", (time.time(), 0))[0]
         self.curr_epoch += 1
         self.step_in_epoch = 0
         self.epoch_metrics = None
-        self.epochs.append({"epoch": self.curr_epoch, "loss": logs.get("loss"),
-                            "train_score": train_score, "val_score": val_score,
-                            "lr": lr_used, "best": improved, "seconds": round(seconds, 2)})
-        if improved:
-            self.model.save(os.path.join(save_dir, "best.npz"), state=self.state())
-        self._save_last(save_dir)
-        write_history_csv(os.path.join(save_dir, "history.csv"), self.epochs)
-        plot_learning_curve(os.path.join(save_dir, "learning_curve.png"),
-                            self.step_losses, self.epochs, self.evaluator.name,
-                            self.evaluator.mode)
-        if verbose:
-            val = "" if val_score is None else f" | val {self.evaluator.name} {val_score:.4f}"
-            print(f"[epoch {self.curr_epoch}/{self.num_epochs}] loss {logs.get('loss'):.4f}"
-                  f" | train {self.evaluator.name} {train_score:.4f}{val} | lr {lr_used:.2e}"
-                  f"{' | best, saved' if improved else ''}")
+        self.epochs.append({
+            "epoch": self.curr_epoch, "loss": float(logs["loss"]),
+            "train_score": float(logs[name]),
+            "val_score": None if self.val_set is None else float(logs[f"val_{name}"]),
+            "lr": self.lr_used, "best": self.improved,
+            "seconds": round(time.time() - started, 2)})
+
+    # ----------------------------------------------------------------- training
+
+    def _streams(self):
+        train = make_training_stream(
+            self.train_set, self.image_size, self.batch_size, seed=self.seed,
+            first_epoch=self.curr_epoch, num_epochs=self.num_epochs,
+            skip_batches=self.step_in_epoch, augment=self.augment)
+        val = None
+        if isinstance(self.val_set, DataSet):
+            import tensorflow as tf
+            val = tf.data.Dataset.from_tensor_slices(
+                (self.val_set.images, self.val_set.labels)).batch(self.batch_size)
+        elif self.val_set is not None:
+            val = make_dataset(self.val_set, self.image_size, self.batch_size)
+        return train, val
+
+    def _callbacks(self, save_dir: str, verbose: bool) -> list:
+        self.step_log = cbs.StepLosses(self)
+        ours = [cbs.RunControl(self), self.step_log, cbs.PlateauSchedule(self),
+                cbs.Checkpointer(self, save_dir)]
+        if verbose:  # Keras' bar ends the epoch's line before ours is printed
+            bar = keras.callbacks.ProgbarLogger()
+            bar.async_safe = True  # as Keras treats the bar it adds itself
+            ours.append(bar)
+        ours.append(cbs.HistoryWriter(self, save_dir, verbose))
+        if self.tensorboard:
+            board = keras.callbacks.TensorBoard(os.path.join(save_dir, "tensorboard"),
+                                                write_graph=False, profile_batch=0)
+            board.async_safe = True  # epoch-level only: its batch hook writes nothing
+            ours.append(board)
+        return ours + self.callbacks
 
     def train(self, save_dir: str, resume: bool = False, verbose: bool = True) -> dict:
         """Trains up to `num_epochs` (counting epochs done before a resume).
 
         Returns the history: `{"step_losses": [...], "epochs": [...], "best_score": x}`.
-        Raises `TrainingInterrupted` after Ctrl-C / SIGTERM (state saved) and
+        Raises `TrainingInterrupted` after `request_stop()` (state saved) and
         `TrainingError` on a NaN/infinite loss (the last good checkpoint is kept).
         """
         os.makedirs(save_dir, exist_ok=True)
         checkpoint.remove_stale_temporaries(save_dir)
-        self.stop_requested = False
-        previous = self._install_signal_handlers()
-        try:
-            if resume:
-                self.restore(os.path.join(save_dir, "last.npz"))
-                if verbose:
-                    print(f"resumed from {save_dir}/last.npz at epoch {self.curr_epoch}"
-                          f" (+{self.step_in_epoch} steps), lr "
-                          f"{self.curr_learning_rate:.2e}, best {self.best_score:.4f}")
-            else:
-                self.reset()
-                self._compile()
-            while self.curr_epoch < self.num_epochs:
-                if self.stop_requested:  # asked to stop before this epoch began
-                    raise TrainingInterrupted(self._save_last(save_dir))
-                self.model.model.optimizer.learning_rate.assign(self.curr_learning_rate)
-                data = self._epoch_data(self.train_set, self.curr_epoch)
-                if self.step_in_epoch:
-                    data = data.skip(self.step_in_epoch)
-                watch = _StepWatch(self, self.epoch_metrics if self.step_in_epoch
-                                   else None)
-                start = time.time()
-                hist = self.model.model.fit(data, epochs=self.curr_epoch + 1,
-                                            initial_epoch=self.curr_epoch,
-                                            callbacks=[watch] + self.callbacks,
-                                            shuffle=False, verbose=int(verbose))
-                if watch.nan:
-                    last = os.path.join(save_dir, "last.npz")
-                    kept = (f"The last good state is {last} (resume from it with a lower "
-                            f"--lr)." if os.path.exists(last) else
-                            "No epoch had finished, so nothing was saved; start again "
-                            "with a lower --lr.")
-                    raise TrainingError(
-                        f"the loss became NaN or infinite at epoch {self.curr_epoch + 1}, "
-                        f"step {watch.steps}; training stopped. {kept}")
-                if self.stop_requested and watch.steps < self._steps_per_epoch():
-                    self.step_in_epoch = watch.steps
-                    self.epoch_metrics = [keras.ops.convert_to_numpy(v).tolist()
-                                          for v in self.model.model.metrics_variables]
-                    raise TrainingInterrupted(self._save_last(save_dir))
-                logs = {k: float(v[-1]) for k, v in hist.history.items()}
-                self._end_epoch(save_dir, logs, time.time() - start, verbose)
-                # (a stop asked for during the epoch's last step is honoured at the
-                # top of the loop, after this epoch end is saved)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        self.nan_at = None
+        if resume:
+            self.restore(save_dir)
+            if verbose:
+                print(f"resumed from {save_dir}/last.keras at epoch {self.curr_epoch}"
+                      f" (+{self.step_in_epoch} steps), lr {self.curr_learning_rate:.2e},"
+                      f" best {self.best_score:.4f}")
+        else:
+            self.reset()
+            self._compile()
+        if self.curr_epoch < self.num_epochs:
+            self._fit(save_dir, verbose)
         return {"step_losses": self.step_losses, "epochs": self.epochs,
                 "best_score": self.best_score}
+
+    def _fit(self, save_dir: str, verbose: bool) -> None:
+        model = self.model.model
+        model.optimizer.learning_rate.assign(self.curr_learning_rate)
+        self.epoch_started = (time.time(), int(model.optimizer.iterations))
+        if self.epoch_metrics:
+            # Keras makes the compiled metrics' variables at the first step; make them
+            # now, so the interrupted epoch's sums can go back in before it.
+            c = self.model.num_classes
+            model.compute_metrics(None, np.zeros((1, 1, 1), "uint8"),
+                                  np.zeros((1, 1, 1, c), "float32"))
+        train, val = self._streams()
+        try:
+            model.fit(train, validation_data=val, initial_epoch=self.curr_epoch,
+                      epochs=self.num_epochs, steps_per_epoch=self.steps_per_epoch,
+                      callbacks=self._callbacks(save_dir, verbose), shuffle=False,
+                      verbose=int(verbose))
+        except cbs.StopRequested:
+            raise TrainingInterrupted(self._save_interrupted(save_dir)) from None
+        if self.nan_at:
+            last = os.path.join(save_dir, "last.keras")
+            kept = (f"The last good state is {last} (resume from it with a lower --lr)."
+                    if os.path.exists(last) else "No epoch had finished, so nothing "
+                    "was saved; start again with a lower --lr.")
+            raise TrainingError(f"the loss became NaN or infinite at epoch "
+                                f"{self.nan_at[0]}, step {self.nan_at[1]}; training "
+                                f"stopped. {kept}")
+
+    def _save_interrupted(self, save_dir: str) -> str:
+        """Saves the state of a run stopped between two steps of an epoch."""
+        model = self.model.model
+        done = int(model.optimizer.iterations) - self.epoch_started[1]
+        if done == 0:  # stopped at an epoch boundary: that epoch end is saved already
+            path = os.path.join(save_dir, "last.keras")
+            return path if os.path.exists(path) else self.save_last(save_dir)
+        self.step_log.wait_for(done)
+        self.step_losses.extend(self.step_log.raw_losses())
+        self.step_in_epoch += done
+        self.epoch_metrics = {v.path: keras.ops.convert_to_numpy(v).tolist()
+                              for v in model.metrics_variables}
+        return self.save_last(save_dir)
 
 
 class MomentumOptimizer(Optimizer):

@@ -114,6 +114,16 @@ def load_model(path: str, compile: bool = False) -> keras.Model:
         raise CheckpointError(damaged_message(path, e)) from None
 
 
+def read_config(path: str) -> dict:
+    """The `SegNet` config stored in a `.keras` file, without building the model."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+        return config["config"]["segnet"]["config"]
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        raise CheckpointError(damaged_message(path, e)) from None
+
+
 def damaged_message(path: str, error) -> str:
     return (f"{path} is not a readable checkpoint ({str(error).splitlines()[0]}); it "
             f"may be from an interrupted copy. Use the other checkpoint of the run "

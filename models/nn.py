@@ -156,9 +156,18 @@ class SegNet(ABC):
 
     # ----------------------------------------------------------------- save / load
 
-    def save(self, path: str) -> None:
-        """Writes the model to a `.keras` file atomically (`models.checkpoint`)."""
-        checkpoint.save_model(self.model, path)
+    def save(self, path: str, include_optimizer: bool = False) -> None:
+        """Writes the model to a `.keras` file atomically (`models.checkpoint`).
+
+        Keras saves a compiled model's optimizer state with it; without
+        `include_optimizer` an uncompiled twin sharing the same layers is saved, so the
+        file holds the config and weights only.
+        """
+        model = self.model
+        if not include_optimizer and getattr(model, "optimizer", None) is not None:
+            model = SegmentationModel(model.inputs, model.outputs, segnet=self,
+                                      name=model.name)
+        checkpoint.save_model(model, path)
 
     @staticmethod
     def load(path: str) -> "SegNet":

@@ -23,10 +23,11 @@ import tensorflow as tf
 from datasets import demo
 from datasets.data import list_images
 from learning import cli
-from learning.evaluators import IoUEvaluator
-from learning.optimizers import MomentumOptimizer, TrainingError, TrainingInterrupted
+from datasets.stream import make_training_stream
+from learning.optimizers import TrainingError, TrainingInterrupted
 from models import checkpoint
 from models.nn import SegNet
+from models.unet import UNet
 from test_training import ROOT, script
 from test_training import make_optimizer as training_optimizer
 
@@ -49,6 +50,16 @@ def history(run_dir):
 
 def temporaries(folder):
     return glob.glob(os.path.join(folder, ".tmp-*"))
+
+
+def last_state(run_dir):
+    """The training state saved with `last.keras` (the newest in state.json)."""
+    with open(os.path.join(run_dir, "state.json")) as f:
+        return json.load(f)["states"][-1]
+
+
+def weights_of(path):
+    return [np.asarray(w) for w in checkpoint.load_model(str(path)).weights]
 
 
 # --------------------------------------------------------------------------- Ctrl-C
@@ -74,14 +85,15 @@ def test_sigterm_then_resume_is_exact(demo_root, tmp_path, step):
     straight = make_optimizer(demo_root, 3)
     straight.train(str(tmp_path / "a"), verbose=False)
 
-    # SIGTERM once a step of the 2nd epoch is done (an epoch has 4 steps): the loop
-    # finishes the step under way and saves. After the 2nd step that is the 3rd; after
-    # the 4th, the epoch is complete and ends normally first.
+    # SIGTERM as a step of the 2nd epoch ends (an epoch has 4 steps): the run stops
+    # before the next step and saves. After the 2nd step that leaves 2 steps done; after
+    # the 4th, the epoch is complete and ends normally (and is saved) first.
     cut = make_optimizer(demo_root, 3, callbacks=[SignalAt(1, step)])
     with pytest.raises(TrainingInterrupted, match="resumable state saved"):
-        cut.train(str(tmp_path / "b"), verbose=False)
-    saved = checkpoint.load(str(tmp_path / "b" / "last.npz"))["state"]
-    assert (saved["epoch"], saved["step_in_epoch"]) == ((1, 3) if step == 1 else (2, 0))
+        with cli.stop_on_signals(cut):
+            cut.train(str(tmp_path / "b"), verbose=False)
+    saved = last_state(tmp_path / "b")
+    assert (saved["epoch"], saved["step_in_epoch"]) == ((1, 2) if step == 1 else (2, 0))
 
     resumed = make_optimizer(demo_root, 3)
     resumed.train(str(tmp_path / "b"), resume=True, verbose=False)
@@ -122,14 +134,21 @@ def wait_for(condition, proc, timeout=240):
 
 
 def assert_checkpoints_load(run):
-    """Every checkpoint left in `run` loads whole; returns {name: state}."""
+    """Every checkpoint left in `run` loads whole; returns {name: its state}.
+
+    `last.keras` must find its own state in state.json (by the optimizer's step)."""
     states = {}
-    for name in ("best.npz", "last.npz"):
+    for name in ("best.keras", "last.keras"):
         path = os.path.join(run, name)
         if os.path.exists(path):
-            ckpt = checkpoint.load(path)
-            assert all(np.isfinite(w).all() for w in ckpt["weights"])
-            states[name] = ckpt["state"]
+            model = keras.models.load_model(path)
+            assert all(np.isfinite(np.asarray(w)).all() for w in model.weights)
+            states[name] = None
+            if name == "last.keras":
+                with open(os.path.join(run, "state.json")) as f:
+                    saved = json.load(f)["states"]
+                step = int(model.optimizer.iterations)
+                states[name] = [s for s in saved if s["iterations"] == step][-1]
     return states
 
 
@@ -137,10 +156,10 @@ def test_train_process_killed_then_interrupted_then_resumed(demo_root, tmp_path)
     run = str(tmp_path / "run")
     argv = ["--data", demo_root, "--out", run, "--model", "unet", "--image-size", "64",
             "--batch-size", "2", "--epochs", "3", "--weights", "none", "--no-augment"]
-    last = os.path.join(run, "last.npz")
+    last = os.path.join(run, "last.keras")
 
     def writing():
-        return any(p.endswith(".npz") for p in temporaries(run))
+        return any(p.endswith(".keras") for p in temporaries(run))
 
     def resume_flag():
         return ["--resume"] if os.path.exists(last) else []
@@ -152,7 +171,7 @@ def test_train_process_killed_then_interrupted_then_resumed(demo_root, tmp_path)
     proc.communicate(timeout=60)
     assert_checkpoints_load(run)
 
-    # 2. SIGKILL again once best.npz and last.npz exist, as they are next rewritten.
+    # 2. SIGKILL again once best.keras and last.keras exist, as they are next rewritten.
     proc = run_train(argv + resume_flag())
     wait_for(lambda: os.path.exists(last), proc)
     stamp = os.stat(last).st_mtime_ns
@@ -160,7 +179,7 @@ def test_train_process_killed_then_interrupted_then_resumed(demo_root, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     states = assert_checkpoints_load(run)
-    assert states["last.npz"]["epoch"] >= 1 and "best.npz" in states
+    assert states["last.keras"]["epoch"] >= 1 and "best.keras" in states
 
     # 3. Ctrl-C during the resumed run: it saves a resumable state and exits 130.
     proc = run_train(argv + ["--resume"])
@@ -174,11 +193,11 @@ def test_train_process_killed_then_interrupted_then_resumed(demo_root, tmp_path)
     assert "resumable state saved to" in stderr and "--resume" in stderr
     assert "Traceback" not in stderr
     states = assert_checkpoints_load(run)
-    assert 1 <= states["last.npz"]["epoch"] <= 3
+    assert 1 <= states["last.keras"]["epoch"] <= 3
 
     # 4. --resume finishes the run; every epoch appears exactly once in the history.
     assert cli.run(script("train").main, argv + ["--resume"]) == 0
-    assert checkpoint.load(last)["state"]["epoch"] == 3
+    assert last_state(run)["epoch"] == 3
     assert [r["epoch"] for r in history(run)] == ["1", "2", "3"]
     assert not temporaries(run)
 
@@ -186,18 +205,20 @@ def test_train_process_killed_then_interrupted_then_resumed(demo_root, tmp_path)
 # --------------------------------------------------------------------------- SIGKILL
 
 WRITER = """
-import sys, numpy as np
+import sys, numpy as np, keras
 from models import checkpoint
 path = sys.argv[1]
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3_000_000, name="big")])
 for i in range(10**6):
-    weights = [np.full(3_000_000, i, np.float32) for _ in range(4)]
-    checkpoint.save(path, {"i": i}, weights, [f"w{j}" for j in range(4)], state={"i": i})
+    model.get_layer("big").kernel.assign(np.full((4, 3_000_000), i, np.float32))
+    model.get_layer("big").bias.assign(np.full(3_000_000, i, np.float32))
+    checkpoint.save_model(model, path)
     print(i, flush=True)
 """
 
 
 def test_checkpoint_survives_sigkill_at_any_moment(tmp_path):
-    path = str(tmp_path / "last.npz")
+    path = str(tmp_path / "last.keras")
     mid_write = 0
     for kill in range(6):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, path], cwd=ROOT,
@@ -212,10 +233,9 @@ def test_checkpoint_survives_sigkill_at_any_moment(tmp_path):
         proc.wait(timeout=30)
         mid_write += bool(temporaries(tmp_path))
         if os.path.exists(path):
-            ckpt = checkpoint.load(path)
-            i = ckpt["state"]["i"]
-            assert ckpt["config"] == {"i": i}
-            assert all((w == i).all() and w.size == 3_000_000 for w in ckpt["weights"])
+            kernel, bias = weights_of(path)  # one save, whole: every value is its i
+            i = bias[0]
+            assert kernel.shape == (4, 3_000_000) and (kernel == i).all() and (bias == i).all()
         else:
             assert kill == 0  # only a kill before the first rename leaves no file
         assert len(checkpoint.remove_stale_temporaries(str(tmp_path))) <= 1
@@ -224,15 +244,15 @@ def test_checkpoint_survives_sigkill_at_any_moment(tmp_path):
 
 
 def test_damaged_checkpoint_gets_a_clear_error(demo_root, tmp_path, capsys):
-    path = str(tmp_path / "best.npz")
-    checkpoint.save(path, {"architecture": "unet"}, [np.ones(1000, np.float32)], ["w"])
+    path = str(tmp_path / "best.keras")
+    UNet(base_filters=4, depth=2).save(path)
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
     with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint.*"
                                                          "other checkpoint of the run"):
-        checkpoint.load(path)
+        checkpoint.load_model(path)
     assert cli.run(script("test").main, ["--data", demo_root, "--checkpoint", path]) == 2
-    assert "best.npz is not a readable checkpoint" in capsys.readouterr().err
+    assert "best.keras is not a readable checkpoint" in capsys.readouterr().err
 
 
 def test_second_ctrl_c_aborts_at_once(demo_root, tmp_path):
@@ -245,9 +265,10 @@ def test_second_ctrl_c_aborts_at_once(demo_root, tmp_path):
     before = signal.getsignal(signal.SIGINT)  # (ignored where pytest runs in background)
     opt = make_optimizer(demo_root, 2, callbacks=[TwoSignals(1, 0)])
     with pytest.raises(KeyboardInterrupt):
-        opt.train(str(tmp_path), verbose=False)
+        with cli.stop_on_signals(opt):
+            opt.train(str(tmp_path), verbose=False)
     # What was saved at the end of epoch 1 is still there, whole.
-    assert checkpoint.load(str(tmp_path / "last.npz"))["state"]["epoch"] == 1
+    assert assert_checkpoints_load(str(tmp_path))["last.keras"]["epoch"] == 1
     assert signal.getsignal(signal.SIGINT) == before  # the handler is given back
 
 
@@ -258,35 +279,37 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp_path):
     scale = tf.Variable(1.0)
     opt = make_optimizer(demo_root, 1)
     base = opt.model.loss
-    opt.model.loss = lambda y, p: base(y, p) * scale
+    def scaled(y, p):
+        return base(y, p) * scale
+    opt.model.loss = scaled
     run = str(tmp_path / "run")
     opt.train(run, verbose=False)
-    good = checkpoint.load(os.path.join(run, "last.npz"))
+    names = ("last.keras", "best.keras", "state.json", "history.csv")
+    good = {n: open(os.path.join(run, n), "rb").read() for n in names}
 
     scale.assign(float("nan"))
     opt.num_epochs = 2
     with pytest.raises(TrainingError, match=r"NaN or infinite at epoch 2, step 1.*"
-                                            r"last good state is .*last\.npz"):
+                                            r"last good state is .*last\.keras"):
         opt.train(run, resume=True, verbose=False)
-    for name in ("last.npz", "best.npz"):
-        kept = checkpoint.load(os.path.join(run, name))
-        assert kept["state"]["epoch"] == 1, name
-        for w, g in zip(kept["weights"], good["weights"]):
-            np.testing.assert_array_equal(w, g)
+    for name in names:  # the last good epoch's files, byte for byte
+        assert open(os.path.join(run, name), "rb").read() == good[name], name
+    assert last_state(run)["epoch"] == 1
     assert [r["epoch"] for r in history(run)] == ["1"]
 
     fresh = make_optimizer(demo_root, 1)
-    fresh.model.loss = lambda y, p: base(y, p) * scale
+    fresh.model.loss = scaled
     with pytest.raises(TrainingError, match="No epoch had finished"):
         fresh.train(str(tmp_path / "fresh"), verbose=False)
-    assert not os.path.exists(tmp_path / "fresh" / "last.npz")
+    assert not os.path.exists(tmp_path / "fresh" / "last.keras")
 
 
 # --------------------------------------------------------------------------- full disk
 
 
-def full_disk(file, **arrays):
-    file.write(b"x" * 1000)
+def full_disk(model, path):
+    with open(path, "wb") as f:
+        f.write(b"x" * 1000)
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
@@ -295,9 +318,10 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(demo_root, tmp_path
     run = str(tmp_path / "run")
     opt = make_optimizer(demo_root, 1)
     opt.train(run, verbose=False)
-    before = {n: open(os.path.join(run, n), "rb").read() for n in ("best.npz", "last.npz")}
+    before = {n: open(os.path.join(run, n), "rb").read()
+              for n in ("best.keras", "last.keras")}
 
-    monkeypatch.setattr(checkpoint.np, "savez", full_disk)
+    monkeypatch.setattr(checkpoint.keras.saving, "save_model", full_disk)
     opt.num_epochs = 2
     with pytest.raises(checkpoint.CheckpointError) as err:
         opt.train(run, resume=True, verbose=False)
@@ -309,7 +333,7 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(demo_root, tmp_path
 
     # What a user of the scripts sees: one line, exit status 2.
     def save(argv):
-        opt.model.save(os.path.join(run, "last.npz"))
+        opt.model.save(os.path.join(run, "last.keras"))
     assert cli.run(save) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: could not save checkpoint") and "intact" in err
@@ -338,8 +362,8 @@ def test_same_seed_same_split_batches_and_metrics(demo_root, tmp_path):
     assert configs[0]["val_names"] == configs[1]["val_names"]
     assert len(configs[0]["val_names"]) == 3
     assert history(runs[0]) == history(runs[1])
-    one, two = (checkpoint.load(os.path.join(r, "last.npz")) for r in runs)
-    for wa, wb in zip(one["weights"], two["weights"]):
+    one, two = (weights_of(os.path.join(r, "last.keras")) for r in runs)
+    for wa, wb in zip(one, two):
         np.testing.assert_array_equal(wa, wb)
     metrics = [json.load(open(os.path.join(r, "metrics.json"))) for r in runs]
     for m in metrics:
@@ -348,13 +372,13 @@ def test_same_seed_same_split_batches_and_metrics(demo_root, tmp_path):
 
     # The batches: the same (seed, epoch) gives the same order and flips; another
     # epoch or seed does not.
-    net = SegNet.load(os.path.join(runs[0], "last.npz"))
+    assert isinstance(SegNet.load(os.path.join(runs[0], "last.keras")), UNet)
     paths = list_images(os.path.join(demo_root, "train"))
 
     def first_batch(seed, epoch):
-        opt = MomentumOptimizer(net, paths, IoUEvaluator(), batch_size=4, seed=seed,
-                                image_size=64)
-        return next(iter(opt._epoch_data(paths, epoch)))[0].numpy()
+        stream = make_training_stream(paths, 64, 4, seed=seed, first_epoch=epoch,
+                                      num_epochs=epoch + 1)
+        return next(iter(stream))[0].numpy()
 
     np.testing.assert_array_equal(first_batch(3, 1), first_batch(3, 1))
     assert not np.array_equal(first_batch(3, 1), first_batch(3, 2))

@@ -15,7 +15,6 @@ from datasets.data import list_images
 from learning import cli
 from learning.evaluators import AccuracyEvaluator, IoUEvaluator
 from learning.optimizers import MomentumOptimizer
-from models.checkpoint import load as load_checkpoint
 from models.unet import UNet
 
 
@@ -81,8 +80,10 @@ def test_resume_restores_every_piece_of_state(demo_root, tmp_path):
         np.testing.assert_allclose(wa.numpy(), wb.numpy(), rtol=1e-4, atol=1e-5)
     opt_a, opt_b = a.model.model.optimizer, b2.model.model.optimizer
     assert int(opt_a.iterations) == int(opt_b.iterations) == 6
-    ckpt = load_checkpoint(str(tmp_path / "b" / "last.npz"))
-    assert ckpt["state"]["epoch"] == 2 and ckpt["optimizer_variables"] is not None
+    with open(tmp_path / "b" / "state.json") as f:
+        assert json.load(f)["states"][-1]["epoch"] == 2
+    last = keras.models.load_model(str(tmp_path / "b" / "last.keras"))
+    assert int(last.optimizer.iterations) == 6  # the optimizer state is in last.keras
     with open(tmp_path / "b" / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
     assert os.path.getsize(tmp_path / "b" / "learning_curve.png") > 1000
@@ -95,9 +96,10 @@ def test_scripts_end_to_end_on_the_demo_set(demo_root, tmp_path):
     common = ["--data", demo_root, "--image-size", "64"]
     assert cli.run(train.main, common + ["--out", run, "--epochs", "1", "--weights",
                                          "none", "--batch-size", "2"]) == 0
-    for name in ("config.json", "best.npz", "last.npz", "history.csv",
+    for name in ("config.json", "best.keras", "last.keras", "state.json", "history.csv",
                  "learning_curve.png"):
         assert os.path.isfile(os.path.join(run, name)), name
+    assert os.listdir(os.path.join(run, "tensorboard", "train"))  # TensorBoard logs
     assert cli.run(test_script.main, common + ["--run", run]) == 0
     with open(os.path.join(run, "metrics.json")) as f:
         metrics = json.load(f)

@@ -1,0 +1,195 @@
+"""Export a trained network for serving, without this project's code.
+
+    python export.py --run runs/gcn --out exported/gcn
+    python export.py --checkpoint runs/demo/best.keras --out exported/demo --format litert
+
+The network gets a softmax on top and goes out through Keras' own `model.export`. The
+artefact takes a batch of uint8 RGB images (N, H, W, 3) of any size the architecture
+allows (H and W multiples of its output stride) and returns class probabilities
+(N, H, W, C) float32. Formats: tf_saved_model (a SavedModel folder, endpoint `serve`),
+litert (OUT/model.tflite) and onnx (OUT/model.onnx; needs `pip install tf2onnx onnx`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+
+from learning import cli
+
+# The file each format writes inside --out (None: the SavedModel is the folder itself).
+ARTEFACTS = {"tf_saved_model": None, "litert": "model.tflite", "onnx": "model.onnx"}
+# What Keras imports on the TensorFlow backend to convert, as (module, pip package).
+# LiteRT needs nothing extra: Keras converts with `tf.lite.TFLiteConverter`, which
+# ships with TensorFlow. ONNX goes through tf2onnx, whose Keras patch imports onnx.
+CONVERTERS = {"tf_saved_model": (), "litert": (),
+              "onnx": (("tf2onnx", "tf2onnx"), ("onnx", "onnx"))}
+# Top-level names that mark a folder as an earlier export, which --overwrite may replace.
+EXPORT_MARKS = ("saved_model.pb", "model.tflite", "model.onnx")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--run", default=None, help="run folder written by train.py")
+    p.add_argument("--checkpoint", default=None,
+                   help="a .keras checkpoint (default: RUN/best.keras)")
+    p.add_argument("--out", required=True, help="folder for the exported model")
+    p.add_argument("--format", default="tf_saved_model", choices=sorted(ARTEFACTS),
+                   help="artefact format")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it holds an earlier export")
+    return p
+
+
+def check_converter(fmt: str) -> None:
+    """Raises a one-line ValueError naming the pip packages `fmt` still needs."""
+    missing = []
+    for module, package in CONVERTERS[fmt]:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise ValueError(f"--format {fmt} needs {' and '.join(missing)}, which "
+                         f"{'is' if len(missing) == 1 else 'are'} not installed: "
+                         f"pip install {' '.join(missing)}")
+
+
+def check_out(out: str, overwrite: bool) -> None:
+    """Refuses an --out that holds files, unless --overwrite and it is an old export.
+
+    The check on what the folder holds keeps `--overwrite` from deleting a folder of
+    other work given by mistake (`--out .`, say).
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file; give a folder")
+    if not os.path.isdir(out) or not os.listdir(out):
+        return
+    if not overwrite:
+        raise ValueError(f"--out {out} already holds files; choose another folder or "
+                         f"add --overwrite to replace an earlier export")
+    if not any(os.path.exists(os.path.join(out, m)) for m in EXPORT_MARKS):
+        raise ValueError(f"--out {out} holds files that are not an export (no "
+                         f"{', '.join(EXPORT_MARKS)}); --overwrite only replaces an "
+                         f"earlier export. Choose an empty or new folder")
+
+
+def serving_model(model):
+    """`model` (uint8 images -> logits) followed by a softmax: -> probabilities.
+
+    A thin functional wrapper over the same layers and weights, so the artefact
+    carries no custom class. The softmax computes in float32 whatever the model's
+    dtype policy, so the output dtype is fixed.
+    """
+    import keras
+    probabilities = keras.layers.Softmax(axis=-1, dtype="float32",
+                                         name="probabilities")(model.output)
+    return keras.Model(model.input, probabilities, name=f"{model.name}_probabilities")
+
+
+def export(model, out: str, fmt: str) -> str:
+    """Exports `serving_model(model)` into the folder `out`; returns the artefact path.
+
+    It is written to a temporary folder beside `out` and renamed into place, so a
+    failed export leaves `out` as it was.
+    """
+    import keras
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folders are owner-only
+    # N, H and W stay free: the exported graph takes any batch and any image size.
+    signature = [keras.InputSpec(dtype="uint8", shape=(None, None, None, 3),
+                                 name="images")]
+    name = ARTEFACTS[fmt]
+    try:
+        # verbose=False: Keras would print every captured variable of the graph.
+        serving_model(model).export(os.path.join(tmp, name) if name else tmp,
+                                    format=fmt, input_signature=signature,
+                                    verbose=False)
+        if os.path.isdir(out):
+            shutil.rmtree(out)  # empty, or an earlier export (check_out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return os.path.join(out, name) if name else out
+
+
+def flex_ops(path: str) -> list[str]:
+    """The TensorFlow ops a `.tflite` file keeps outside LiteRT's builtin set (Flex
+    ops, e.g. SegNet's MaxPoolWithArgmax), which a plain LiteRT runtime cannot run."""
+    import warnings
+
+    import tensorflow as tf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+        interpreter = tf.lite.Interpreter(model_path=path)
+    # A private method, but the only op listing short of parsing the flatbuffer.
+    ops = getattr(interpreter, "_get_ops_details", list)()
+    return sorted({op["op_name"][4:] for op in ops if op["op_name"].startswith("Flex")})
+
+
+def usage(fmt: str, path: str) -> str:
+    """A few lines of Python that run the artefact at `path` on `images`."""
+    if fmt == "tf_saved_model":
+        return (f"import tensorflow as tf\n"
+                f"probabilities = tf.saved_model.load({path!r}).serve(images)")
+    if fmt == "litert":
+        # tf.lite.Interpreter is deprecated; ai_edge_litert.interpreter.Interpreter
+        # (pip install ai-edge-litert) is the same API.
+        return (f"import tensorflow as tf\n"
+                f"it = tf.lite.Interpreter(model_path={path!r})\n"
+                f"inp, outp = it.get_input_details()[0], it.get_output_details()[0]\n"
+                f"it.resize_tensor_input(inp['index'], images.shape)\n"
+                f"it.allocate_tensors(); it.set_tensor(inp['index'], images)\n"
+                f"it.invoke(); probabilities = it.get_tensor(outp['index'])")
+    return (f"import onnxruntime as ort\n"
+            f"session = ort.InferenceSession({path!r})\n"
+            f"probabilities = session.run(None, "
+            f"{{session.get_inputs()[0].name: images}})[0]")
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    # Both checks come before loading anything, so a wrong call fails at once.
+    check_converter(args.format)
+    check_out(args.out, args.overwrite)
+    from learning.labels import CLASS_NAMES
+    from models.nn import SegNet
+    # TensorFlow logs "Assets written to: <the temporary folder>", which misleads;
+    # tf2onnx logs each optimisation pass.
+    for logger in ("tensorflow", "tf2onnx"):
+        logging.getLogger(logger).setLevel(logging.WARNING)
+
+    ckpt = cli.checkpoint_path(args.run, args.checkpoint)
+    net = SegNet.load(ckpt)
+    print(f"exporting {ckpt} ({net.architecture}) as {args.format}")
+    path = export(net.model, args.out, args.format)
+    classes = (", ".join(f"{i}={c}" for i, c in enumerate(CLASS_NAMES))
+               if net.num_classes == len(CLASS_NAMES) else f"{net.num_classes} classes")
+    print(f"wrote {path}\n"
+          f"input: uint8 RGB images (N, H, W, 3), H and W multiples of "
+          f"{net.output_stride}\n"
+          f"output: float32 probabilities (N, H, W, {net.num_classes}), channel "
+          f"{classes}\n"
+          f"use it (no project code needed):\n"
+          + "\n".join("    " + line for line in usage(args.format, path).splitlines()))
+    flex = flex_ops(path) if args.format == "litert" else []
+    if flex:
+        print(f"note: {os.path.basename(path)} uses TensorFlow ops outside LiteRT's "
+              f"builtins ({', '.join(flex)}); run it with a runtime that has the Flex "
+              f"delegate (select TF ops), or export as tf_saved_model or onnx")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,200 @@
+"""The article's training behaviour as Keras callbacks of one `fit`.
+
+`learning.optimizers.Optimizer` holds the run's state (epoch, best score, learning
+rate, plateau counter, history); these callbacks read and update it at the points
+`fit` gives them, in list order:
+
+    RunControl      stop requests (Ctrl-C / SIGTERM), the short first epoch of a run
+                    resumed mid-epoch, the interrupted epoch's running metrics
+    StepLosses      per-step losses for the learning curve, and the NaN stop
+    PlateauSchedule the article's score bookkeeping and learning-rate rule
+    Checkpointer    RUN/best.keras, RUN/last.keras and RUN/state.json
+    HistoryWriter   RUN/history.csv, RUN/learning_curve.png and the epoch line
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+
+import keras
+import numpy as np
+
+
+class StopRequested(Exception):
+    """Raised inside `fit` between two steps when a stop was asked for."""
+
+
+class RunControl(keras.callbacks.Callback):
+    """Stops `fit` between two steps when `trainer.stop_requested` is set (by the
+    scripts' signal handlers), and handles a run resumed in the middle of an epoch.
+
+    The checks run in `on_epoch_begin` / `on_train_batch_begin`, which `fit` calls
+    in the main thread before each step, so a stop lands exactly between steps; a
+    stop asked for in an epoch's last step lets that epoch end (and save) first.
+    A resumed epoch starts with the running metrics saved at the interruption and is
+    cut after its remaining steps, so its numbers come out as if it never stopped.
+    """
+
+    def __init__(self, trainer):
+        super().__init__()
+        self.trainer = trainer
+        self.short_epoch = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        t = self.trainer
+        t.epoch_started = (time.time(), int(self.model.optimizer.iterations))
+        if t.stop_requested:  # asked for in the last step of the epoch before
+            raise StopRequested
+        self.short_epoch = False
+        if t.step_in_epoch and t.epoch_metrics:
+            variables = {v.path: v for v in self.model.metrics_variables}
+            if set(variables) != set(t.epoch_metrics):
+                print("note: the interrupted epoch's running metrics do not match this "
+                      "model's; its train score counts only the steps after the resume")
+            else:  # sums (loss total and count, confusion counts): the steps add on
+                for path, value in t.epoch_metrics.items():
+                    var = variables[path]
+                    var.assign(np.asarray(value, dtype=var.dtype))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        t = self.trainer
+        if t.stop_requested:
+            raise StopRequested
+        if t.step_in_epoch and batch == t.steps_per_epoch - t.step_in_epoch - 1:
+            self.short_epoch = True  # the resumed epoch's last step: end it after this
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.short_epoch:  # it was only this epoch that had to end early
+            self.model.stop_training = False
+            self.short_epoch = False
+
+
+class StepLosses(keras.callbacks.Callback):
+    """Collects each step's loss and stops training when it is NaN or infinite.
+
+    It reads nothing on the training step's path: Keras dispatches the
+    `on_train_batch_end` of `async_safe` callbacks to worker threads, which wait for
+    the step's results while the next step runs. The step's own loss is recovered at
+    the epoch's end from the running means `fit` logs (Keras averages the loss over
+    the epoch, weighted by batch size).
+    """
+
+    async_safe = True
+
+    def __init__(self, trainer):
+        super().__init__()
+        self.trainer = trainer
+        self.means: dict[int, float] = {}
+        self.seen = threading.Condition()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        with self.seen:
+            self.means = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        mean = float(logs["loss"])
+        with self.seen:
+            self.means[batch] = mean
+            self.seen.notify_all()
+        if not math.isfinite(mean):
+            self.model.stop_training = True  # weights are lost; the epoch end reports
+
+    def wait_for(self, steps: int, timeout: float = 120.0) -> None:
+        """Blocks until the first `steps` steps of this epoch are recorded."""
+        with self.seen:
+            self.seen.wait_for(lambda: len(self.means) >= steps, timeout)
+
+    def raw_losses(self) -> list[float]:
+        """This epoch's per-step losses, from the running means and batch sizes."""
+        t = self.trainer
+        total, count = t.loss_sums_at_start()
+        losses = []
+        for i, step in enumerate(range(t.step_in_epoch, t.step_in_epoch + len(self.means))):
+            size = t.batch_size_of(step)
+            new_total = self.means[i] * (count + size)
+            losses.append((new_total - total) / size)
+            total, count = new_total, count + size
+        return losses
+
+    def on_epoch_end(self, epoch, logs=None):
+        t = self.trainer  # (Keras has waited for every step's callback by now)
+        losses = self.raw_losses()
+        bad = [i for i, loss in enumerate(losses) if not math.isfinite(loss)]
+        if bad:
+            t.nan_at = (epoch + 1, t.step_in_epoch + bad[0] + 1)
+            self.model.stop_training = True
+        else:
+            t.step_losses.extend(losses)
+
+
+class PlateauSchedule(keras.callbacks.Callback):
+    """The article's epoch end, before saving: is the monitored score better (by the
+    evaluator's relative `is_better`)? Then the optimizer's learning-rate rule.
+
+    Keras' `ReduceLROnPlateau` differs: an absolute `min_delta`, a decay once the
+    wait *reaches* the patience (the article waits for more than it), a cooldown and
+    no `eps` rule; so the rule stays the article's, in `Optimizer._record_score`.
+    """
+
+    def __init__(self, trainer):
+        super().__init__()
+        self.trainer = trainer
+
+    def on_epoch_end(self, epoch, logs=None):
+        t = self.trainer
+        if t.nan_at:
+            return
+        t.lr_used = t.curr_learning_rate
+        t.improved = t._record_score(t.monitored_score(logs))
+        self.model.optimizer.learning_rate.assign(t.curr_learning_rate)
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """Ends the epoch in the trainer's history and saves: `best.keras` (weights and
+    config) when the score improved, then `last.keras` (with the optimizer state)
+    and `state.json` (see `Optimizer.save_last`)."""
+
+    def __init__(self, trainer, save_dir: str):
+        super().__init__()
+        self.trainer = trainer
+        self.save_dir = save_dir
+
+    def on_epoch_end(self, epoch, logs=None):
+        t = self.trainer
+        if t.nan_at:
+            return
+        t.finish_epoch(logs)
+        if t.improved:
+            t.model.save(os.path.join(self.save_dir, "best.keras"))
+        t.save_last(self.save_dir)
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Writes `history.csv` and `learning_curve.png` after every epoch, and prints
+    the epoch's line (loss, train and validation score, rate, saved)."""
+
+    def __init__(self, trainer, save_dir: str, verbose: bool = True):
+        super().__init__()
+        self.trainer = trainer
+        self.save_dir = save_dir
+        self.verbose = verbose
+
+    def on_epoch_end(self, epoch, logs=None):
+        from learning.utils import plot_learning_curve, write_history_csv
+        t = self.trainer
+        if t.nan_at:
+            return
+        write_history_csv(os.path.join(self.save_dir, "history.csv"), t.epochs)
+        plot_learning_curve(os.path.join(self.save_dir, "learning_curve.png"),
+                            t.step_losses, t.epochs, t.evaluator.name, t.evaluator.mode)
+        if self.verbose:
+            row = t.epochs[-1]
+            val = ("" if row["val_score"] is None
+                   else f" | val {t.evaluator.name} {row['val_score']:.4f}")
+            print(f"[epoch {row['epoch']}/{t.num_epochs}] loss {row['loss']:.4f} | train "
+                  f"{t.evaluator.name} {row['train_score']:.4f}{val} | lr "
+                  f"{row['lr']:.2e}{' | best, saved' if row['best'] else ''}")
