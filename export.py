@@ -90,7 +90,7 @@ def serving_model(model):
     import keras
     probabilities = keras.layers.Softmax(axis=-1, dtype="float32",
                                          name="probabilities")(model.output)
-    return keras.Model(model.input, probabilities, name=f"{model.name}_probabilities")
+    return keras.Model(model.input, model.output)
 
 
 def export(model, out: str, fmt: str) -> str:

@@ -76,11 +76,12 @@ class RunControl(keras.callbacks.Callback):
 class StepLosses(keras.callbacks.Callback):
     """Collects each step's loss and stops training when it is NaN or infinite.
 
-    It reads nothing on the training step's path: Keras dispatches the
-    `on_train_batch_end` of `async_safe` callbacks to worker threads, which wait for
-    the step's results while the next step runs. The step's own loss is recovered at
-    the epoch's end from the running means `fit` logs (Keras averages the loss over
-    the epoch, weighted by batch size).
+    It reads no variable of its own per step: it keeps the running mean loss that
+    `fit` hands every callback anyway (on the TensorFlow backend Keras converts each
+    step's logs to Python numbers before calling callbacks; on backends where Keras
+    dispatches `async_safe` callbacks to worker threads, this one runs there). Each
+    step's own loss is recovered at the epoch's end from those means and the batch
+    sizes (Keras averages the loss over the epoch, weighted by batch size).
     """
 
     async_safe = True

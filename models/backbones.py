@@ -130,7 +130,9 @@ def resnet50_v2(x, weights=None, output_stride: int = 32) -> keras.Model:
                                         dilation, conv_shortcut=(i == 1))
     x = layers.BatchNormalization(epsilon=1.001e-5, name="post_bn")(x)
     x = layers.ReLU(name="post_relu")(x)
-    backbone = keras.Model(keras.utils.get_source_inputs(inputs), x, name="resnet50v2")
+    sources = keras.utils.get_source_inputs(inputs)
+    backbone = keras.Model(sources[0] if len(sources) == 1 else sources, x,
+                           name="resnet50v2")
     if weights is not None:
         load_weights(backbone, _weights_file(weights))
     return backbone

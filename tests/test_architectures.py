@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import deeplab, fcn
-from models.losses import (LOSSES, CrossEntropyDiceLoss, DiceLoss, MaskedCrossEntropy,
-                           make_loss)
-from models.nn import ARCHITECTURES, SegNet, build_model
+from models import ARCHITECTURES, build_model, deeplab, fcn
+from models.losses import LOSSES, CrossEntropyDiceLoss, DiceLoss, make_loss
+from models.nn import SegNet
 from models.segnet import MaxPoolingWithArgmax, MaxUnpooling
 
 # Test configurations: (registered name, options). The paper's ASPP rates 6/12/18 on
@@ -94,14 +93,15 @@ def test_wrong_input_size_is_a_clear_error(net):
     net.check_input_size(2 * s, 3 * s)
 
 
-def test_save_load_round_trip(net, tmp_path):
+def test_keras_load_model_gives_the_same_predictions(net, tmp_path):
     x = np.random.default_rng(2).integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
-    path = str(tmp_path / "model.npz")
+    path = str(tmp_path / "best.keras")
     net.save(path)
+    model = keras.models.load_model(path)  # Keras' own loader (after `import models`)
+    assert isinstance(model, keras.Model) and model.input.dtype == "uint8"
+    np.testing.assert_array_equal(model(x, training=False), net.model(x, training=False))
     loaded = SegNet.load(path)
     assert type(loaded) is type(net) and loaded.config == net.config
-    np.testing.assert_array_equal(loaded.model(x, training=False),
-                                  net.model(x, training=False))
 
 
 def test_a_few_sgd_steps_lower_the_loss(net):
@@ -161,23 +161,6 @@ def test_fcn_last_upsampling_is_fixed_bilinear():
 
 
 # ----------------------------------------------------------------- DeepLab
-
-def test_dilated_backbone_takes_the_plain_resnet_weights_by_name(tmp_path):
-    plain = keras.applications.ResNet50V2(include_top=False, weights=None)
-    rng = np.random.default_rng(3)
-    for w in plain.weights:  # random values everywhere, so a mix-up cannot pass
-        w.assign(rng.uniform(0.5, 1.5, w.shape).astype("float32"))
-    path = str(tmp_path / "resnet50v2_notop.weights.h5")
-    plain.save_weights(path)
-    net = deeplab.DeepLabV3Plus(weights=path, aspp_rates=(1, 2, 3))
-    compared = 0
-    for layer in (layer for layer in plain.layers if layer.weights):
-        copied = net.model.get_layer(layer.name).get_weights()
-        for a, b in zip(layer.get_weights(), copied):
-            np.testing.assert_array_equal(a, b, err_msg=layer.name)
-            compared += 1
-    assert compared == len(plain.weights)
-
 
 def test_deeplab_output_stride_16_dilates_conv5():
     net = NETS.get("deeplabv3plus") or deeplab.DeepLabV3Plus(aspp_rates=(1, 2, 3))
@@ -269,7 +252,7 @@ def test_ce_plus_dice_is_the_sum_and_all_losses_are_registered():
     y = rng.integers(0, 3, (2, 8, 8)).astype("uint8")
     y[:, :2] = 255
     total = float(CrossEntropyDiceLoss()(y, logits))
-    parts = float(MaskedCrossEntropy()(y, logits)) + float(DiceLoss()(y, logits))
+    parts = float(make_loss("ce")(y, logits)) + float(DiceLoss()(y, logits))
     assert total == pytest.approx(parts, rel=1e-6)
     assert isinstance(make_loss("dice"), DiceLoss)
     assert isinstance(make_loss("ce+dice"), CrossEntropyDiceLoss)

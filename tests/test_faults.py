@@ -383,7 +383,7 @@ def test_training_stops_before_it_starts_or_skips_with_a_report(tmp_path, capsys
     assert f"{len(BAD)} bad file(s)" in err and "--skip-bad" in err
     for fault in BAD.values():
         assert fault.file in err
-    assert not run.exists() or not list(run.glob("*.npz"))  # nothing trained
+    assert not run.exists() or not list(run.glob("*.keras"))  # nothing trained
 
     assert cli.run(train.main, argv + ["--skip-bad"]) == 0
     out = capsys.readouterr().out
@@ -392,4 +392,4 @@ def test_training_stops_before_it_starts_or_skips_with_a_report(tmp_path, capsys
     assert config["train_images"] + config["val_images"] == usable
     assert len(config["skipped_files"]) == len(BAD)
     assert all(any(f.file in s for s in config["skipped_files"]) for f in BAD.values())
-    assert (run / "best.npz").is_file()
+    assert (run / "best.keras").is_file()
