@@ -40,7 +40,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="a .keras checkpoint (default: RUN/best.keras)")
     p.add_argument("--out", required=True, help="folder for the exported model")
-    p.add_argument("--format", default="tf_saved_model", choices=sorted(ARTEFACTS),
+    p.add_argument("--format", default="tf_saved_model", choices=list(ARTEFACTS),
                    help="artefact format")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it holds an earlier export")
@@ -90,7 +90,7 @@ def serving_model(model):
     import keras
     probabilities = keras.layers.Softmax(axis=-1, dtype="float32",
                                          name="probabilities")(model.output)
-    return keras.Model(model.input, model.output)
+    return keras.Model(model.input, probabilities, name=f"{model.name}_probabilities")
 
 
 def export(model, out: str, fmt: str) -> str:

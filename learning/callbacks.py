@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import time
 
 import keras
@@ -76,38 +75,26 @@ class RunControl(keras.callbacks.Callback):
 class StepLosses(keras.callbacks.Callback):
     """Collects each step's loss and stops training when it is NaN or infinite.
 
-    It reads no variable of its own per step: it keeps the running mean loss that
-    `fit` hands every callback anyway (on the TensorFlow backend Keras converts each
-    step's logs to Python numbers before calling callbacks; on backends where Keras
-    dispatches `async_safe` callbacks to worker threads, this one runs there). Each
-    step's own loss is recovered at the epoch's end from those means and the batch
-    sizes (Keras averages the loss over the epoch, weighted by batch size).
+    It reads no variable of its own per step (the old loop read the loss tracker's
+    sums every step): it keeps the running mean loss that `fit` hands every callback
+    anyway, as Python numbers (Keras' TensorFlow backend converts each step's logs
+    before calling callbacks). Each step's own loss is recovered at the epoch's end
+    from those means and the batch sizes (Keras averages the loss over the epoch,
+    weighted by batch size).
     """
-
-    async_safe = True
 
     def __init__(self, trainer):
         super().__init__()
         self.trainer = trainer
         self.means: dict[int, float] = {}
-        self.seen = threading.Condition()
 
     def on_epoch_begin(self, epoch, logs=None):
-        with self.seen:
-            self.means = {}
+        self.means = {}
 
     def on_train_batch_end(self, batch, logs=None):
-        mean = float(logs["loss"])
-        with self.seen:
-            self.means[batch] = mean
-            self.seen.notify_all()
+        self.means[batch] = mean = float(logs["loss"])
         if not math.isfinite(mean):
             self.model.stop_training = True  # weights are lost; the epoch end reports
-
-    def wait_for(self, steps: int, timeout: float = 120.0) -> None:
-        """Blocks until the first `steps` steps of this epoch are recorded."""
-        with self.seen:
-            self.seen.wait_for(lambda: len(self.means) >= steps, timeout)
 
     def raw_losses(self) -> list[float]:
         """This epoch's per-step losses, from the running means and batch sizes."""
@@ -122,7 +109,7 @@ class StepLosses(keras.callbacks.Callback):
         return losses
 
     def on_epoch_end(self, epoch, logs=None):
-        t = self.trainer  # (Keras has waited for every step's callback by now)
+        t = self.trainer
         losses = self.raw_losses()
         bad = [i for i, loss in enumerate(losses) if not math.isfinite(loss)]
         if bad:

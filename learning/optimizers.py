@@ -31,6 +31,7 @@ import numpy as np
 from datasets.data import DataSet
 from datasets.stream import make_dataset, make_training_stream
 from learning import callbacks as cbs
+from learning.utils import write_json
 from models import checkpoint
 from models.metrics import make_metrics
 
@@ -141,8 +142,7 @@ class Optimizer(ABC):
             previous = []  # a damaged state.json is replaced, not fatal
         current = self.state()
         states = [s for s in previous if s["iterations"] != current["iterations"]]
-        checkpoint.save_json(os.path.join(save_dir, "state.json"),
-                             {"states": states + [current]})
+        write_json(os.path.join(save_dir, "state.json"), {"states": states + [current]})
         self.model.save(path, include_optimizer=True)
         return path
 
@@ -261,15 +261,11 @@ class Optimizer(ABC):
         ours = [cbs.RunControl(self), self.step_log, cbs.PlateauSchedule(self),
                 cbs.Checkpointer(self, save_dir)]
         if verbose:  # Keras' bar ends the epoch's line before ours is printed
-            bar = keras.callbacks.ProgbarLogger()
-            bar.async_safe = True  # as Keras treats the bar it adds itself
-            ours.append(bar)
+            ours.append(keras.callbacks.ProgbarLogger())
         ours.append(cbs.HistoryWriter(self, save_dir, verbose))
         if self.tensorboard:
-            board = keras.callbacks.TensorBoard(os.path.join(save_dir, "tensorboard"),
-                                                write_graph=False, profile_batch=0)
-            board.async_safe = True  # epoch-level only: its batch hook writes nothing
-            ours.append(board)
+            ours.append(keras.callbacks.TensorBoard(
+                os.path.join(save_dir, "tensorboard"), write_graph=False, profile_batch=0))
         return ours + self.callbacks
 
     def train(self, save_dir: str, resume: bool = False, verbose: bool = True) -> dict:
@@ -330,7 +326,6 @@ class Optimizer(ABC):
         if done == 0:  # stopped at an epoch boundary: that epoch end is saved already
             path = os.path.join(save_dir, "last.keras")
             return path if os.path.exists(path) else self.save_last(save_dir)
-        self.step_log.wait_for(done)
         self.step_losses.extend(self.step_log.raw_losses())
         self.step_in_epoch += done
         self.epoch_metrics = {v.path: keras.ops.convert_to_numpy(v).tolist()

@@ -40,12 +40,18 @@ def evaluate(net, batches, num_classes: int | None = None, progress: bool = Fals
 
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str):
-    """Yields a temporary path beside `path`; renames it over `path` on success and
-    removes it on failure, so readers never see a half-written file."""
+    """Yields a temporary path beside `path`; flushes it to disk and renames it over
+    `path` on success and removes it on failure, so readers never see a half-written
+    file, even after a power loss."""
     fd, tmp = temporary_beside(path, suffix)
     os.close(fd)
     try:
         yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

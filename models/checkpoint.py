@@ -128,11 +128,3 @@ def damaged_message(path: str, error) -> str:
     return (f"{path} is not a readable checkpoint ({str(error).splitlines()[0]}); it "
             f"may be from an interrupted copy. Use the other checkpoint of the run "
             f"(best.keras or last.keras).")
-
-
-def save_json(path: str, obj) -> None:
-    """Writes JSON atomically (sorted keys, indented)."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-    write_atomic(path, write)
