@@ -31,7 +31,6 @@ import numpy as np
 from datasets.data import DataSet
 from datasets.stream import make_dataset, make_training_stream
 from learning import callbacks as cbs
-from learning.utils import write_json
 from models import checkpoint
 from models.metrics import make_metrics
 
@@ -95,6 +94,7 @@ class Optimizer(ABC):
         self.epochs: list[dict] = []         # one dict per epoch, as in history.csv
         self.nan_at = None                   # (epoch, step) of a NaN loss
         self.improved = False
+        self.saved_iterations = None         # optimizer step of last.keras on disk
 
     @abstractmethod
     def _make_optimizer(self) -> keras.optimizers.Optimizer:
@@ -131,32 +131,16 @@ class Optimizer(ABC):
     def save_last(self, save_dir: str) -> str:
         """Writes `last.keras` and `state.json`, each atomically.
 
-        `state.json` keeps the previous state beside the new one and is written
-        first: whichever of the two files a kill leaves newer, the state whose
-        `iterations` match the optimizer's in `last.keras` is there.
+        `state.json` is written first and keeps the previous state too (see
+        `models.checkpoint.write_state`), so a kill between the two leaves a pair
+        that still fits together.
         """
         path = os.path.join(save_dir, "last.keras")
-        try:
-            previous = self._saved_states(save_dir)[-1:]
-        except checkpoint.CheckpointError:
-            previous = []  # a damaged state.json is replaced, not fatal
-        current = self.state()
-        states = [s for s in previous if s["iterations"] != current["iterations"]]
-        write_json(os.path.join(save_dir, "state.json"), {"states": states + [current]})
+        state = self.state()
+        checkpoint.write_state(save_dir, state, self.saved_iterations)
         self.model.save(path, include_optimizer=True)
+        self.saved_iterations = state["iterations"]
         return path
-
-    @staticmethod
-    def _saved_states(save_dir: str) -> list[dict]:
-        import json
-        path = os.path.join(save_dir, "state.json")
-        if not os.path.isfile(path):
-            return []
-        try:
-            with open(path) as f:
-                return json.load(f)["states"]
-        except (ValueError, KeyError) as e:
-            raise checkpoint.CheckpointError(checkpoint.damaged_message(path, e)) from None
 
     def _compile(self) -> None:
         net = self.model
@@ -179,13 +163,8 @@ class Optimizer(ABC):
             model.load_weights(path)
         except (OSError, ValueError, KeyError) as e:
             raise checkpoint.CheckpointError(checkpoint.damaged_message(path, e)) from None
-        iterations = int(model.optimizer.iterations)
-        match = [s for s in self._saved_states(save_dir) if s["iterations"] == iterations]
-        if not match:
-            raise checkpoint.CheckpointError(
-                f"{save_dir}/state.json holds no training state for {path} (step "
-                f"{iterations}); the run cannot be resumed exactly")
-        self.load_state(match[-1])
+        self.saved_iterations = int(model.optimizer.iterations)
+        self.load_state(checkpoint.read_state(save_dir, self.saved_iterations))
 
     # ----------------------------------------------------------------- epochs
 

@@ -128,3 +128,47 @@ def damaged_message(path: str, error) -> str:
     return (f"{path} is not a readable checkpoint ({str(error).splitlines()[0]}); it "
             f"may be from an interrupted copy. Use the other checkpoint of the run "
             f"(best.keras or last.keras).")
+
+
+def write_state(run_dir: str, state: dict, on_disk: int | None) -> None:
+    """Writes `state` to `run_dir/state.json` (atomically), keeping the state of the
+    `last.keras` now on disk (whose optimizer is at step `on_disk`).
+
+    The training state is written just before `last.keras`, and each records the
+    optimizer's step count (`state["iterations"]`): whichever of the two files a kill
+    leaves newer, `read_state` finds the state that belongs to `last.keras`.
+    """
+    try:
+        previous = [s for s in _states(run_dir) if s["iterations"] == on_disk][-1:]
+    except CheckpointError:
+        previous = []  # a damaged state.json is replaced, not fatal
+    states = [s for s in previous if s["iterations"] != state["iterations"]] + [state]
+    write_atomic(os.path.join(run_dir, "state.json"),
+                 lambda tmp: _dump_json(tmp, {"states": states}))
+
+
+def read_state(run_dir: str, iterations: int) -> dict:
+    """The training state saved with a `last.keras` whose optimizer is at step
+    `iterations`."""
+    match = [s for s in _states(run_dir) if s["iterations"] == iterations]
+    if not match:
+        raise CheckpointError(f"{run_dir}/state.json holds no training state for "
+                              f"last.keras (step {iterations}); the run cannot be "
+                              f"resumed exactly")
+    return match[-1]
+
+
+def _states(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, "state.json")
+    if not os.path.isfile(path):
+        return []
+    try:
+        with open(path) as f:
+            return json.load(f)["states"]
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(damaged_message(path, e)) from None
+
+
+def _dump_json(path: str, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)

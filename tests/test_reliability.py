@@ -383,3 +383,31 @@ def test_same_seed_same_split_batches_and_metrics(demo_root, tmp_path):
     np.testing.assert_array_equal(first_batch(3, 1), first_batch(3, 1))
     assert not np.array_equal(first_batch(3, 1), first_batch(3, 2))
     assert not np.array_equal(first_batch(3, 1), first_batch(4, 1))
+
+
+def test_a_kill_between_state_and_checkpoint_writes_still_resumes(demo_root, tmp_path):
+    # save_last writes state.json, then last.keras. A kill between the two renames
+    # leaves a state.json one epoch ahead of last.keras: simulated here by putting the
+    # epoch-1 last.keras back after epoch 2 was saved.
+    run = str(tmp_path / "run")
+    opt = make_optimizer(demo_root, 1)
+    opt.train(run, verbose=False)
+    epoch1 = open(os.path.join(run, "last.keras"), "rb").read()
+    opt.num_epochs = 2
+    opt.train(run, resume=True, verbose=False)
+    assert last_state(run)["epoch"] == 2
+    open(os.path.join(run, "last.keras"), "wb").write(epoch1)
+
+    resumed = make_optimizer(demo_root, 2)
+    resumed.restore(run)  # finds the state that belongs to the epoch-1 checkpoint
+    assert resumed.curr_epoch == 1 and len(resumed.epochs) == 1
+    # A second kill in the same window, during the next save: the epoch-1 state must
+    # still be in state.json for the epoch-1 checkpoint.
+    resumed.curr_epoch, resumed.step_losses = 5, [0.0]  # a different, newer state
+    resumed.model.model.optimizer.iterations.assign(99)
+    from models import checkpoint as ckpt
+    ckpt.write_state(run, resumed.state(), resumed.saved_iterations)
+    again = make_optimizer(demo_root, 2)
+    again.train(run, resume=True, verbose=False)
+    assert [r["epoch"] for r in history(run)] == ["1", "2"]
+    assert last_state(run)["epoch"] == 2
