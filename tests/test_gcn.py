@@ -108,7 +108,10 @@ def test_save_load_round_trip(gcn, tmp_path):
     np.testing.assert_array_equal(model(x, training=False), gcn.model(x, training=False))
     loaded = SegNet.load(path)
     assert isinstance(loaded, GCN) and loaded.config == gcn.config
-    np.testing.assert_array_equal(loaded.predict(x), gcn.predict(x))
+    before, after = gcn.predict(x), loaded.predict(x)
+    # same weights, same graph, each traced anew: equal up to float32 summation order
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(after.argmax(-1), before.argmax(-1))
 
 
 
