@@ -54,6 +54,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="FCN upsampling (default: transpose)")
     p.add_argument("--output-stride", type=int, default=None, choices=[8, 16],
                    help="DeepLab v3+ output stride (default: 16)")
+    p.add_argument("--aspp-rates", type=int, nargs=3, default=None, metavar="R",
+                   help="DeepLab v3+ ASPP dilation rates (default: 6 12 18 at output "
+                        "stride 16, doubled at 8; taps past the feature map are skipped,"
+                        " so large rates on small images cost nothing extra)")
     p.add_argument("--no-augment", action="store_true", help="no random flips")
     p.add_argument("--in-memory", action="store_true",
                    help="load the whole set into RAM (uint8) instead of streaming")
@@ -84,7 +88,7 @@ def build_net(args):
               f"weights (--weights {args.weights} ignored)")
         weights = None
     wanted = {"input_size": args.image_size, "k": args.k, "upsample": args.upsample,
-              "output_stride": args.output_stride}
+              "output_stride": args.output_stride, "aspp_rates": args.aspp_rates}
     accepted = inspect.signature(cls.__init__).parameters
     options = {k: v for k, v in wanted.items() if v is not None and k in accepted}
     net = cls(weights=weights, loss=args.loss, **options)

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 
-from models.nn import ARCHITECTURES  # noqa: E402
+from models import ARCHITECTURES  # noqa: E402
 
 PAPERS = {
     "gcn": "Peng et al. 2017, Large Kernel Matters (GCN), arXiv:1703.02719",
@@ -85,7 +85,7 @@ def describe(name: str, size: int) -> dict:
 
 
 def main(args) -> None:
-    rows = [describe(name, args.size) for name in ARCHITECTURES]  # registration order
+    rows = [describe(name, args.size) for name in ARCHITECTURES]  # the table's order
     print(f"| model | params (M) | trainable (M) | GFLOPs @{args.size}x{args.size} "
           f"| sides multiple of | paper | what we changed |")
     print("|---|---:|---:|---:|---:|---|---|")

@@ -105,8 +105,8 @@ class DeepLabV3Plus(SegNet):
         aspp_rates: the three ASPP dilation rates; default (6, 12, 18) at output
             stride 16 and (12, 24, 36) at 8, the paper's choice for 513-pixel crops.
             On small images the stride-16 map is smaller than a rate-18 kernel, whose
-            outer taps then read only padding (DeepLab v3, Sec. 3.3) -- and on a CPU
-            such a dilation costs far more than its useful work; pass smaller rates.
+            outer taps then read only padding (DeepLab v3, Sec. 3.3); the ASPP's
+            `AtrousConv2D` skips those taps, so such a rate costs only its centre.
     """
 
     architecture = "deeplabv3plus"

@@ -20,11 +20,60 @@ def conv(x, filters: int, kernel_size, name: str, strides=1, dilation_rate=1,
 
 
 def conv_bn_relu(x, filters: int, kernel_size, name: str, strides=1, dilation_rate=1):
-    """Convolution (no bias: batch norm adds one) -> batch norm -> ReLU."""
-    x = conv(x, filters, kernel_size, f"{name}_conv", strides, dilation_rate,
-             use_bias=False)
+    """Convolution (no bias: batch norm adds one) -> batch norm -> ReLU. A dilated
+    3x3 one is an `AtrousConv2D`."""
+    if dilation_rate != 1:
+        x = AtrousConv2D(filters, 3, dilation_rate=dilation_rate, padding="same",
+                         use_bias=False, name=f"{name}_conv")(x)
+    else:
+        x = conv(x, filters, kernel_size, f"{name}_conv", strides, use_bias=False)
     x = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
+
+
+@keras.saving.register_keras_serializable(package="segmentation")
+class AtrousConv2D(layers.Conv2D):
+    """A 'same'-padded, stride-1 dilated 3x3 convolution computed as the sum of its
+    taps, each a 1x1 convolution of the input shifted by the rate; taps that reach
+    past the feature map, and so see only padding, are skipped.
+
+    The result is `Conv2D(dilation_rate=r, padding="same")`'s, with the same weights,
+    but the cost never exceeds the useful work: TensorFlow computes a dilated
+    convolution on a zero-padded (space-to-batch) copy of the input, so on a small map
+    a large rate (DeepLab's ASPP rate 18 on the 4x4 stride-16 map of a 64-pixel image)
+    costs many times the convolution itself, while only the centre tap ever reads a
+    pixel of the map (DeepLab v3, https://arxiv.org/abs/1706.05587, Sec. 3.3).
+    """
+
+    def __init__(self, filters, kernel_size=3, **kwargs):
+        super().__init__(filters, kernel_size, **kwargs)
+        if (self.kernel_size != (3, 3) or self.strides != (1, 1)
+                or self.padding != "same" or self.data_format != "channels_last"):
+            raise ValueError(f"AtrousConv2D is a 3x3, stride-1, 'same', channels-last "
+                             f"convolution. Received: kernel_size={self.kernel_size}, "
+                             f"strides={self.strides}, padding={self.padding!r}")
+
+    def call(self, inputs):
+        import tensorflow as tf
+        rate_h, rate_w = self.dilation_rate
+        height, width = inputs.shape[1], inputs.shape[2]
+        kernel = tf.cast(self.kernel, inputs.dtype)
+        padded = tf.pad(inputs, [[0, 0], [rate_h, rate_h], [rate_w, rate_w], [0, 0]])
+        size = tf.shape(inputs)[1:3]
+        out = None
+        for i in range(3):
+            if i != 1 and height is not None and rate_h >= height:
+                continue  # this row of taps reads only padding
+            for j in range(3):
+                if j != 1 and width is not None and rate_w >= width:
+                    continue
+                shifted = tf.slice(padded, [0, i * rate_h, j * rate_w, 0],
+                                   tf.concat([[-1], size, [-1]], 0))
+                tap = tf.nn.conv2d(shifted, kernel[i:i + 1, j:j + 1], 1, "VALID")
+                out = tap if out is None else out + tap
+        if self.use_bias:
+            out = tf.nn.bias_add(out, tf.cast(self.bias, out.dtype))
+        return out if self.activation is None else self.activation(out)
 
 
 def global_conv_block(x, filters: int, k: int, name: str):

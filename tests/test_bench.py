@@ -1,0 +1,44 @@
+"""bench/throughput.py end to end at a toy size: every mode gives a row, and the
+fraction of the matmul peak is the row's GFLOP/s over the measured sgemm rate."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def throughput_script():
+    """Imports bench/throughput.py by path (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "throughput_script", os.path.join(ROOT, "bench", "throughput.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_rows_for_every_mode(tmp_path):
+    out = tmp_path / "rows.json"
+    rows = throughput_script().main(["--models", "unet", "--sizes", "64",
+                                     "--batch-size", "2", "--steps", "2",
+                                     "--input-images", "16", "--json", str(out)])
+    assert json.loads(out.read_text()) == rows  # the file is the list of rows
+    assert sorted(r["mode"] for r in rows) == ["evaluate", "input", "predict", "train"]
+    for r in rows:
+        assert r["images_per_second"] > 0 and r["sgemm_gflops_per_second"] > 0
+        if r["mode"] == "input":  # no network runs: no FLOPs
+            assert r["gflops_per_second"] is None
+            continue
+        assert r["flops_source"] in ("profiler", "analytic")
+        factor = 3 if r["mode"] == "train" else 1
+        assert r["gflops_per_second"] == pytest.approx(
+            factor * r["forward_gflops_per_image"] * r["images_per_second"])
+        assert r["fraction_of_matmul_peak"] == pytest.approx(
+            r["gflops_per_second"] / r["sgemm_gflops_per_second"])
+
+
+def test_throughput_rejects_a_size_the_model_cannot_take():
+    with pytest.raises(SystemExit):  # argparse's usage error, before any timing
+        throughput_script().main(["--models", "unet", "--sizes", "100"])
