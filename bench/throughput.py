@@ -144,6 +144,7 @@ def random_batch(size: int, batch_size: int):
 
 
 def time_train(net, paths, size, batch_size, steps):
+    """`fit` on one random batch repeated in memory: the network alone, no decoding."""
     data = tf.data.Dataset.from_tensors(random_batch(size, batch_size)).repeat()
     # shuffle=False: a tf.data input cannot be shuffled by fit, which would warn
     net.model.fit(data, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
@@ -153,6 +154,7 @@ def time_train(net, paths, size, batch_size, steps):
 
 
 def time_predict(net, paths, size, batch_size, steps):
+    """Keras' standard `predict_on_batch` (logits to numpy) on one random batch."""
     images, _ = random_batch(size, batch_size)
     net.model.predict_on_batch(images)
     start = time.perf_counter()
@@ -162,6 +164,7 @@ def time_predict(net, paths, size, batch_size, steps):
 
 
 def time_evaluate(net, paths, size, batch_size, steps):
+    """test.py's path: decode JPEGs, predict, fold into the confusion matrix."""
     evaluate(net, make_dataset(paths[:batch_size], size, batch_size, with_padding=True))
     num = steps * batch_size  # whole batches only: a smaller last one would retrace
     start = time.perf_counter()
@@ -175,6 +178,7 @@ MODEL_TIMERS = {"train": (time_train, "model.fit, compiled as train.py"),
 
 
 def time_input(paths, size, batch_size, num_images):
+    """The training stream alone (decode, crop/pad, flip, batch), as train.py's."""
     next(iter(make_dataset(paths[:batch_size], size, batch_size)))  # traces the map
     start, seen = time.perf_counter(), 0
     for images, _ in make_dataset(repeat(paths, num_images), size, batch_size,

@@ -77,6 +77,9 @@ class SegNet(ABC):
         self.options = kwargs
         inputs = image_input()
         logits = self.build(inputs, weights)
+        if logits.dtype != "float32":  # a mixed-precision policy: float32 logits
+            logits = keras.layers.Activation("linear", dtype="float32",
+                                             name="logits_float32")(logits)
         self.model = SegmentationModel(inputs, logits, segnet=self,
                                        name=self.architecture)
 

@@ -90,7 +90,9 @@ def test_cross_entropy_averages_over_counted_pixels():
 def test_a_few_sgd_steps_lower_the_loss():
     keras.utils.set_random_seed(1)
     net = GCN(weights=None, input_size=64)
-    net.model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9), loss=net.loss)
+    # Eagerly: tracing a ResNet-50 training graph takes longer than these 8 steps.
+    net.model.compile(optimizer=keras.optimizers.SGD(1e-3, momentum=0.9), loss=net.loss,
+                      run_eagerly=True)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
     y = (x[..., 0] > 127).astype(np.uint8)  # a label the image itself tells

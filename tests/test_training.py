@@ -132,3 +132,22 @@ def test_scripts_give_one_clear_line_for_user_errors(tmp_path, capsys):
     assert "data folder not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.get_args_parser().parse_args(["--bogus"])
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_a_few_steps_lower_the_loss_under_each_precision_policy(policy):
+    from test_architectures import images_and_labels
+    keras.mixed_precision.set_global_policy(policy)  # what train.py --precision sets
+    try:
+        keras.utils.set_random_seed(1)
+        net = UNet(weights=None, base_filters=8, depth=2)
+        compute = "float32" if policy == "float32" else policy.split("_")[1]
+        assert net.model.get_layer("down1_1_conv").compute_dtype == compute
+        assert net.model.output.dtype == "float32"  # logits (and so the loss) in float32
+        opt = MomentumOptimizer(net, [], IoUEvaluator(), learning_rate=0.05)
+        opt._compile()  # as the trainer compiles (float16: with loss scaling)
+        images, labels = images_and_labels(32, 32)
+        losses = [float(net.model.train_on_batch(images, labels)[0]) for _ in range(6)]
+        assert all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
