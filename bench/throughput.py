@@ -228,8 +228,9 @@ def measure_model(name, size, args, machine, paths, data) -> list[dict]:
     """train / predict / evaluate rows of one network at one size."""
     print(f"{name} {size}x{size}: building", file=sys.stderr, flush=True)
     net = build_net(name, size)
-    MomentumOptimizer(net, [], IoUEvaluator(), batch_size=args.batch_size,
-                      image_size=size)._compile()  # train.py's optimizer, loss, metrics
+    jit = {"auto": "auto", "on": True, "off": False}[args.jit]
+    MomentumOptimizer(net, [], IoUEvaluator(), batch_size=args.batch_size, image_size=size,
+                      jit_compile=jit)._compile()  # train.py's optimizer, loss, metrics
     flops = forward_flops(net, size)
     rows = []
     for mode in (m for m in MODEL_TIMERS if m in args.modes):
@@ -237,7 +238,8 @@ def measure_model(name, size, args, machine, paths, data) -> list[dict]:
         images, seconds = timer(net, paths, size, args.batch_size, args.steps)
         method += f"; {data}" if mode == "evaluate" else ""
         rows.append(make_row(name, size, mode, images, seconds, flops, args, machine,
-                             method=method, jit_compile=net.model.jit_compile))
+                             method=method, jit_compile=net.model.jit_compile,
+                             precision=args.precision))
     return rows
 
 
@@ -261,7 +263,9 @@ def print_table(rows: list[dict], machine: dict) -> None:
     print(f"Machine: {machine['cpu']}, {machine['cpu_cores']} cores; TensorFlow "
           f"{machine['tensorflow']}, Keras {machine['keras']}, numpy "
           f"{machine['numpy']}.\n\nPractical limit, numpy float32 matmul 2048x2048: "
-          f"**{machine['sgemm_gflops_per_second']:.1f} GFLOP/s**.\n")
+          f"**{machine['sgemm_gflops_per_second']:.1f} GFLOP/s**. Models run with "
+          f"precision {rows[-1].get('precision', 'float32')}, XLA "
+          f"{rows[-1].get('jit_compile', '-')}.\n")
     print("| model | size | mode | batch | images/s | GFLOP/s | of matmul peak "
           "| peak RSS (MB) |")
     print("|---|---:|---|---:|---:|---:|---:|---:|")
@@ -316,9 +320,11 @@ def main(argv=None) -> list[dict]:
     machine = machine_info()
     print("sgemm: timing numpy float32 matmul", file=sys.stderr, flush=True)
     machine["sgemm_gflops_per_second"] = sgemm_gflops()
+    keras.mixed_precision.set_global_policy(args.precision)
     with tempfile.TemporaryDirectory() as tmp:  # only the demo fallback writes here
         paths, data = image_paths(tmp)
         rows = measure_all(args, machine, paths, data)
+    keras.mixed_precision.set_global_policy("float32")
     print_table(rows, machine)
     if args.json:
         with open(args.json, "w") as f:
@@ -339,6 +345,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="images the input pipeline decodes per size")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--json", help="also write the rows to this file, as a JSON list")
+    p.add_argument("--precision", default="float32",
+                   choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                   help="Keras mixed-precision policy, as train.py --precision")
+    p.add_argument("--jit", default="auto", choices=["auto", "on", "off"],
+                   help="XLA compilation of the training step, as train.py --jit")
     return p
 
 

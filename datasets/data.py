@@ -276,7 +276,27 @@ def check_files(paths: Iterable[str], with_label: bool = True,
             problems.append(e)
         else:
             good.append(path)
+            if with_label:
+                _CHECKED[path] = _stamp(path)
     return good, problems
+
+
+# Pairs `check_files` found good, with their files' (size, mtime) then: a stream may
+# decode these without validating them again (`datasets.decode`).
+_CHECKED: dict[str, tuple] = {}
+
+
+def _stamp(path: str) -> tuple:
+    stats = [os.stat(p) for p in (path, mask_path(path))]
+    return tuple((st.st_size, st.st_mtime_ns) for st in stats)
+
+
+def was_checked(path: str) -> bool:
+    """True when `check_files` found this pair good and neither file changed since."""
+    try:
+        return _CHECKED.get(path) == _stamp(path)
+    except OSError:
+        return False
 
 
 def settle_bad_files(data_dir: str, problems: list[DataError], total: int,

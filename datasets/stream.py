@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from datasets.data import DataError, as_size, load_example
+from datasets.decode import file_table, graph_loader
 
 
 def split_paths(paths: list[str], val_fraction: float, seed: int = 0):
@@ -85,29 +86,18 @@ def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool 
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive. Received: {batch_size}")
     rng = np.random.default_rng(seed)
-    paths = np.asarray(list(paths))
+    order = np.arange(len(paths))
     if shuffle and cache is None:
-        paths = paths[rng.permutation(len(paths))]
+        order = rng.permutation(len(paths))
     flips = rng.random(len(paths)) < 0.5 if augment else np.zeros(len(paths), bool)
-
-    load = _loader(size, labels)
-    h, w = size
-
-    def load_tf(path, flip):
-        image, label, padding = tf.numpy_function(load, [path, flip],
-                                                  [tf.uint8, tf.uint8, tf.bool],
-                                                  stateful=False)
-        image.set_shape((h, w, 3))
-        label.set_shape((h, w))
-        padding.set_shape((h, w))
-        return image, label, padding
+    load = file_loader(paths, size, labels)
 
     if cache is None:
-        ds = tf.data.Dataset.from_tensor_slices((paths, flips))
-        ds = ds.map(load_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = tf.data.Dataset.from_tensor_slices((order, flips))
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
-        ds = tf.data.Dataset.from_tensor_slices(paths)
-        ds = ds.map(lambda p: load_tf(p, False), num_parallel_calls=tf.data.AUTOTUNE,
+        ds = tf.data.Dataset.from_tensor_slices(order)
+        ds = ds.map(lambda i: load(i, False), num_parallel_calls=tf.data.AUTOTUNE,
                     deterministic=True).cache(cache)
         if shuffle:
             ds = ds.shuffle(min(len(paths), 2048), seed=seed)
@@ -184,14 +174,34 @@ def _index_loader(source, image_size):
             return tf.cond(flip, lambda: (tf.reverse(image, [1]), tf.reverse(label, [1])),
                            lambda: (image, label))
         return load
-    h, w = as_size(image_size)
-    paths = tf.constant(np.asarray(list(source)))
-    numpy_load = _loader((h, w), True)
+    load = file_loader(source, as_size(image_size), True)
+    return lambda i, flip: load(i, flip)[:2]
 
-    def load(i, flip):
-        image, label, _ = tf.numpy_function(numpy_load, [tf.gather(paths, i), flip],
-                                            [tf.uint8, tf.uint8, tf.bool], stateful=False)
+
+def file_loader(paths, size: tuple[int, int], with_label: bool = True):
+    """A tf function (index into `paths`, flip) -> (image, label, padding).
+
+    Files that `tf.io` decodes like Pillow are decoded in the graph
+    (`datasets.decode`); the others go through `datasets.data.load_example` in a
+    `tf.numpy_function`. Both give the pixels `read_data` gives.
+    """
+    h, w = size
+    table = {k: tf.constant(v) for k, v in file_table(paths, with_label).items()}
+    in_graph = graph_loader(size, with_label)
+    numpy_load = _loader(size, with_label)
+
+    def in_python(path, flip):
+        image, label, padding = tf.numpy_function(numpy_load, [path, flip],
+                                                  [tf.uint8, tf.uint8, tf.bool],
+                                                  stateful=False)
         image.set_shape((h, w, 3))
         label.set_shape((h, w))
-        return image, label
+        padding.set_shape((h, w))
+        return image, label, padding
+
+    def load(i, flip):
+        path, mask, cat, jpeg = (table[k][i] for k in ("path", "mask", "cat", "jpeg"))
+        return tf.cond(table["in_graph"][i],
+                       lambda: in_graph(path, mask, cat, jpeg, flip),
+                       lambda: in_python(path, flip))
     return load

@@ -128,3 +128,25 @@ def test_split_paths_is_seeded_and_disjoint():
     assert len(va) == 5 and not set(tr) & set(va) and len(tr) + len(va) == 50
     assert split_paths(paths, 0.1, seed=7) == (tr, va)
     assert split_paths(paths, 0.1, seed=8)[1] != va
+
+
+@pytest.mark.parametrize("size", [256, 512])  # crops and pads
+def test_stream_decodes_real_files_in_the_graph_to_the_same_pixels(oxford_sample, size):
+    from datasets.decode import file_table
+    from datasets.stream import make_dataset
+    images, labels, meta = dataset.read_data(oxford_sample, size, return_meta=True,
+                                             progress=False)  # Pillow, file by file
+    paths = meta["paths"]
+    good, _ = dataset.check_files(paths)  # what train.py and test.py do first
+    assert good == paths
+    assert file_table(paths)["in_graph"].sum() == len(paths) - 2  # not GIF, RGBA PNG
+    stream = make_dataset(paths, size, 8, with_padding=True)
+    got = [np.concatenate(parts) for parts in zip(*[[t.numpy() for t in b] for b in stream])]
+    np.testing.assert_array_equal(got[0], images)
+    np.testing.assert_array_equal(got[1], labels)
+    np.testing.assert_array_equal(got[2], meta["padding"])
+    flipped = next(iter(make_dataset(paths[:4], size, 4, augment=True, seed=3)))
+    rng = np.random.default_rng(3)
+    flips = rng.random(4) < 0.5
+    expected = np.where(flips[:, None, None, None], images[:4, :, ::-1], images[:4])
+    np.testing.assert_array_equal(flipped[0].numpy(), expected)

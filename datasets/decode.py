@@ -1,0 +1,111 @@
+"""Decoding inside the `tf.data` graph (`tf.io`), for the files TensorFlow decodes to
+the same pixels as `datasets.data.load_example`.
+
+The Pillow loader runs as a Python function (`tf.numpy_function`): one Python call per
+file, under the interpreter lock, so it cannot use more than about one core. `tf.io`
+decodes in TensorFlow's own threads. It is used for 8-bit RGB or greyscale JPEGs and
+PNGs paired with an 8-bit greyscale PNG trimap (all the real release's usable files
+but a handful), once `check_files` has found the pair good; every other file (GIF or PNG content under `.jpg`, CMYK, palette,
+16-bit, RGBA, ...) keeps the Pillow loader. `tests/test_data.py` checks on the real
+sample that both give the same pixels.
+
+The scripts check every file once, before training (`datasets.data.check_files`), so
+those decoded in the graph are not validated again each epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from datasets.data import (TRIMAP_BACKGROUND, TRIMAP_PET, image_name, is_cat, mask_path,
+                           was_checked)
+from learning.labels import IGNORE_LABEL
+
+_IMAGE_KINDS = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L")}
+
+
+def decodable_in_graph(path: str, with_label: bool = True) -> bool:
+    """True for a pair `check_files` found good (it is not checked again) whose image
+    and trimap `tf.io` decodes like Pillow does; reads the headers only."""
+    if not (with_label and was_checked(path)):
+        return False  # the Pillow loader checks it and names what is wrong
+    try:
+        with Image.open(path) as im:
+            if (im.format, im.mode) not in _IMAGE_KINDS:
+                return False
+        with Image.open(mask_path(path)) as mask:
+            return (mask.format, mask.mode) == ("PNG", "L")
+    except (OSError, ValueError):
+        return False  # the Pillow loader will say what is wrong
+
+
+def _label_table(cat: tf.Tensor) -> tf.Tensor:
+    """Trimap value (0-255) -> label, for one image: 1 -> cat or dog, 2 -> 0, 3 -> 255."""
+    table = np.full(256, IGNORE_LABEL, np.int32)
+    table[TRIMAP_BACKGROUND] = 0
+    table = tf.constant(table)
+    pet = tf.where(cat, 1, 2)
+    return tf.tensor_scatter_nd_update(table, [[TRIMAP_PET]], [pet])
+
+
+def _crop_or_pad(x, size, fill):
+    """`datasets.data.crop_or_pad` in the graph: centre crop, then centre pad with
+    `fill`; also returns the padding mask."""
+    out_h, out_w = size
+    h, w = tf.shape(x)[0], tf.shape(x)[1]
+    top, left = tf.maximum(h - out_h, 0) // 2, tf.maximum(w - out_w, 0) // 2
+    x = x[top:top + out_h, left:left + out_w]
+    h, w = tf.minimum(h, out_h), tf.minimum(w, out_w)
+    y0, x0 = (out_h - h) // 2, (out_w - w) // 2
+    paddings = [[y0, out_h - h - y0], [x0, out_w - w - x0]]
+    padded = tf.pad(x, paddings + [[0, 0]] * (len(x.shape) - 2), constant_values=fill)
+    padding = tf.pad(tf.zeros((h, w), tf.bool), paddings, constant_values=True)
+    return padded, padding
+
+
+def graph_loader(size, with_label: bool = True):
+    """A tf function (path, mask path, is cat, is JPEG, flip) -> (image, label,
+    padding), like
+    the Pillow loader of `datasets.stream`, for the files `decodable_in_graph` takes."""
+    def load(path, mask, cat, jpeg, flip):
+        data = tf.io.read_file(path)
+        # The accurate integer IDCT is libjpeg's default, so Pillow's; TensorFlow's
+        # default (and decode_image) takes the fast one, off by a few levels.
+        image = tf.cond(jpeg, lambda: tf.io.decode_jpeg(data, channels=3,
+                                                        dct_method="INTEGER_ACCURATE"),
+                        lambda: tf.io.decode_png(data, channels=3))
+        image, padding = _crop_or_pad(image, size, 0)
+        if with_label:
+            trimap = tf.io.decode_png(tf.io.read_file(mask), channels=1)[..., 0]
+            label = tf.gather(_label_table(cat), tf.cast(trimap, tf.int32))
+            label, _ = _crop_or_pad(tf.cast(label, tf.uint8), size, IGNORE_LABEL)
+        else:
+            label = tf.zeros(size, tf.uint8)
+        image, label, padding = tf.cond(
+            flip, lambda: (image[:, ::-1], label[:, ::-1], padding[:, ::-1]),
+            lambda: (image, label, padding))
+        image.set_shape((*size, 3))
+        label.set_shape(size)
+        padding.set_shape(size)
+        return image, label, padding
+    return load
+
+
+def file_table(paths, with_label: bool = True) -> dict:
+    """Per-file inputs of `graph_loader` and the route: `{"path", "mask", "cat",
+    "jpeg", "in_graph"}`, each a numpy array over `paths`."""
+    paths = [str(p) for p in paths]
+    in_graph = [decodable_in_graph(p, with_label) for p in paths]
+    return {"path": np.asarray(paths),
+            "jpeg": np.asarray([ok and _format(p) == "JPEG" for ok, p in
+                                zip(in_graph, paths)], bool),
+            "mask": np.asarray([mask_path(p) if with_label else "" for p in paths]),
+            "cat": np.asarray([is_cat(image_name(p)) for p in paths], bool),
+            "in_graph": np.asarray(in_graph, bool)}
+
+
+def _format(path: str) -> str:
+    with Image.open(path) as im:
+        return im.format
