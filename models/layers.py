@@ -11,12 +11,11 @@ import keras
 from keras import layers
 
 
-def conv(x, filters: int, kernel_size, name: str, strides=1, dilation_rate=1,
-         use_bias: bool = True, activation=None):
+def conv(x, filters: int, kernel_size, name: str, strides=1, use_bias: bool = True,
+         activation=None):
     """A 'same'-padded convolution."""
     return layers.Conv2D(filters, kernel_size, strides=strides, padding="same",
-                         dilation_rate=dilation_rate, use_bias=use_bias,
-                         activation=activation, name=name)(x)
+                         use_bias=use_bias, activation=activation, name=name)(x)
 
 
 def conv_bn_relu(x, filters: int, kernel_size, name: str, strides=1, dilation_rate=1):
