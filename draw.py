@@ -52,7 +52,7 @@ def predict_full_size(net, image, max_side: int):
     sh, sw = x.shape[:2]
     ph, pw = -sh % s, -sw % s
     x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect" if min(sh, sw) > s else "edge")
-    label = net.predict_batch(x[None])[0].argmax(-1)[:sh, :sw].astype(np.uint8)
+    label = net.predict_labels(x[None])[0, :sh, :sw]
     if scale != 1.0:
         label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
     return label

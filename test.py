@@ -47,13 +47,30 @@ def print_table(summary: dict, article: float) -> None:
 
 
 class Drawer:
-    """Writes an image | truth | prediction overlay per image, in stream order."""
+    """Writes an image | truth | prediction overlay per image, in stream order.
 
-    def __init__(self, names, out_dir, limit=None):
+    The drawing runs in a background thread, so the evaluation does not wait for
+    PNG encoding; at most `backlog` batches wait to be drawn. `close()` waits for the
+    rest and raises any error the drawing met.
+    """
+
+    def __init__(self, names, out_dir, limit=None, backlog: int = 4):
+        from concurrent.futures import ThreadPoolExecutor
         os.makedirs(out_dir, exist_ok=True)
         self.names, self.out_dir, self.limit, self.count = names, out_dir, limit, 0
+        self.pool, self.pending, self.backlog = ThreadPoolExecutor(1), [], backlog
 
     def __call__(self, images, labels, pred):
+        if len(self.pending) >= self.backlog:
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(self.draw, images, labels, pred))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for job in self.pending:
+            job.result()
+
+    def draw(self, images, labels, pred):
         import numpy as np
 
         from learning.visualize import add_legend, overlay, save_rgb
@@ -89,7 +106,10 @@ def main(argv=None) -> int:
     draws = args.draws or os.path.join(run_dir, "draws")
     drawer = Drawer([dataset.image_name(p) for p in paths], draws, args.max_draws)
     stream = make_dataset(paths, size, args.batch_size, with_padding=True)
-    cm, article = evaluate(net, stream, progress=True, on_batch=drawer)
+    try:
+        cm, article = evaluate(net, stream, progress=True, on_batch=drawer)
+    finally:
+        drawer.close()
     summary = cm.summary(list(dataset.CLASS_NAMES))
     print_table(summary, article.result)
     metrics = {**summary, "article_pixel_accuracy": article.result,

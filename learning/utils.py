@@ -30,7 +30,7 @@ def evaluate(net, batches, num_classes: int | None = None, progress: bool = Fals
     for batch in batches:
         images, labels = np.asarray(batch[0]), np.asarray(batch[1])
         padding = np.asarray(batch[2]) if len(batch) > 2 else None
-        pred = net.predict_batch(images).argmax(axis=-1)
+        pred = net.predict_labels(images)
         cm.update(labels, pred)
         article.update(labels, pred, padding)
         if on_batch is not None:

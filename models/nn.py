@@ -149,13 +149,27 @@ class SegNet(ABC):
         logits = self._infer(images)
         return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
 
-    def _infer(self, images):
-        if not hasattr(self, "_infer_fn"):
+    def predict_labels(self, images) -> np.ndarray:
+        """Class labels (n, H, W) uint8 for one batch of uint8 images (n, H, W, 3).
+
+        The arg-max runs in the graph, so only one byte per pixel comes back.
+        """
+        height, width = images.shape[1], images.shape[2]
+        self.check_input_size(int(height), int(width))
+        return keras.ops.convert_to_numpy(self._infer(images, labels=True))
+
+    def _infer(self, images, labels: bool = False):
+        if not hasattr(self, "_infer_fns"):
             import tensorflow as tf
+
+            def labels_of(x):
+                return tf.cast(tf.argmax(self.model(x, training=False), -1), tf.uint8)
             # Compiled once per input shape; reduce_retracing keeps varied sizes cheap.
-            self._infer_fn = tf.function(lambda x: self.model(x, training=False),
-                                         reduce_retracing=True)
-        return self._infer_fn(images)
+            self._infer_fns = {
+                False: tf.function(lambda x: self.model(x, training=False),
+                                   reduce_retracing=True),
+                True: tf.function(labels_of, reduce_retracing=True)}
+        return self._infer_fns[labels](images)
 
     # ----------------------------------------------------------------- save / load
 

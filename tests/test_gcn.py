@@ -21,6 +21,9 @@ def test_output_shape_square_and_non_square(gcn, shape):
     probs = gcn.predict(x)
     assert probs.shape == shape[:3] + (3,)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    labels = gcn.predict_labels(x)  # the arg-max in the graph, as test.py scores
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, probs.argmax(-1))
 
 
 def test_every_layer_named_and_backbone_names_kept(gcn):
