@@ -3,7 +3,6 @@ fresh Python, with no access to this project, runs at any allowed image size and
 gets the same probabilities as `softmax(model(x))`; wrong calls fail with one line."""
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -16,8 +15,8 @@ import pytest
 
 import models
 from learning import cli
+from test_training import script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Small builds of two architectures: the fast U-Net and the article's GCN.
 NETS = {"unet": dict(base_filters=8, depth=2), "gcn": dict(input_size=64)}
@@ -55,15 +54,6 @@ for case, fmt, artefact, inputs in manifest:
         results[case + "__" + name] = it.get_tensor(outp["index"])
 np.savez(sys.argv[2], **results)
 """
-
-
-def script(name):
-    """Imports a top-level script by path (`test` would clash with the stdlib)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_script",
-                                                  os.path.join(ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 export = script("export")
