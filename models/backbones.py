@@ -23,6 +23,8 @@ import h5py
 import keras
 from keras import layers
 
+from models.layers import FusedBatchNormalization
+
 # The features at strides 4, 8, 16 and 32. In Keras' ResNet v2 a stage's stride sits
 # in its last block, so these are the slim end points the article used:
 # block1/unit_2, block2/unit_3, block3/unit_5 and block4/unit_3.
@@ -66,7 +68,7 @@ def apply_residual_block_v2(x, filters: int, name: str, stride: int = 1,
     """Pre-activation bottleneck, layer for layer `keras.applications`'
     `residual_block_v2`, plus a dilation rate for its 3x3 convolution and a name for
     its shortcut pooling (Keras leaves that one auto-named)."""
-    preact = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_preact_bn")(x)
+    preact = FusedBatchNormalization(epsilon=1.001e-5, name=f"{name}_preact_bn")(x)
     preact = layers.ReLU(name=f"{name}_preact_relu")(preact)
     if conv_shortcut:
         shortcut = layers.Conv2D(4 * filters, 1, strides=stride,
@@ -76,13 +78,13 @@ def apply_residual_block_v2(x, filters: int, name: str, stride: int = 1,
     else:
         shortcut = x
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_1_conv")(preact)
-    x = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_1_bn")(x)
+    x = FusedBatchNormalization(epsilon=1.001e-5, name=f"{name}_1_bn")(x)
     x = layers.ReLU(name=f"{name}_1_relu")(x)
     # Padding by the dilation keeps the size; a dilated 3x3 spans 2 * dilation + 1.
     x = layers.ZeroPadding2D(dilation, name=f"{name}_2_pad")(x)
     x = layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation,
                       use_bias=False, name=f"{name}_2_conv")(x)
-    x = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_2_bn")(x)
+    x = FusedBatchNormalization(epsilon=1.001e-5, name=f"{name}_2_bn")(x)
     x = layers.ReLU(name=f"{name}_2_relu")(x)
     x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
     return layers.Add(name=f"{name}_out")([shortcut, x])
@@ -128,7 +130,7 @@ def resnet50_v2(x, weights=None, output_stride: int = 32) -> keras.Model:
                 current_stride *= stride
             x = apply_residual_block_v2(x, filters, f"{stage}_block{i}", block_stride,
                                         dilation, conv_shortcut=(i == 1))
-    x = layers.BatchNormalization(epsilon=1.001e-5, name="post_bn")(x)
+    x = FusedBatchNormalization(epsilon=1.001e-5, name="post_bn")(x)
     x = layers.ReLU(name="post_relu")(x)
     sources = keras.utils.get_source_inputs(inputs)
     backbone = keras.Model(sources[0] if len(sources) == 1 else sources, x,

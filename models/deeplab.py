@@ -23,7 +23,8 @@ from keras import layers
 
 from learning.labels import NUM_CLASSES
 from models.backbones import features, resnet50_v2
-from models.layers import conv, conv_bn_relu, preprocess_for_resnet_v2, upsample
+from models.layers import (FusedBatchNormalization, conv, conv_bn_relu,
+                           preprocess_for_resnet_v2, upsample)
 from models.nn import SegNet
 
 # ----------------------------------------------------------------------- head
@@ -47,7 +48,7 @@ def apply_separable_conv_bn_relu(x, filters: int, name: str, dilation: int = 1):
     depthwise convolution then a 1x1 pointwise one, each with batch norm and ReLU."""
     x = layers.DepthwiseConv2D(3, padding="same", dilation_rate=dilation,
                                use_bias=False, name=f"{name}_depthwise")(x)
-    x = layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
+    x = FusedBatchNormalization(name=f"{name}_depthwise_bn")(x)
     x = layers.ReLU(name=f"{name}_depthwise_relu")(x)
     return conv_bn_relu(x, filters, 1, name=f"{name}_pointwise")
 

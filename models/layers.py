@@ -18,6 +18,41 @@ def conv(x, filters: int, kernel_size, name: str, strides=1, use_bias: bool = Tr
                          use_bias=use_bias, activation=activation, name=name)(x)
 
 
+@keras.saving.register_keras_serializable(package="segmentation")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` whose training step runs TensorFlow's fused
+    kernel (`FusedBatchNormV3`, and its fused gradient).
+
+    Keras 3 computes batch norm unfused (moments, then element-wise arithmetic);
+    forward and backward on an 8x64x64x256 batch that took about 1.75x the fused
+    kernel's time on this project's CPU, and ResNet-50 v2 has ~50 of these layers.
+    Same weights, same moving-average update, same outputs up to float rounding
+    (tested against the Keras layer); inference, masks, renorm, float16 inputs and
+    other axes use Keras' own code.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable and mask is None and not self.renorm
+                and inputs.dtype == "float32" and len(inputs.shape) == 4
+                and self.axis in (-1, 3)):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+        channels = inputs.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones(channels)
+        beta = self.beta if self.center else tf.zeros(channels)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, gamma, beta, epsilon=self.epsilon, is_training=True)
+        # The kernel returns the variance with Bessel's correction; Keras averages
+        # the plain (biased) one into its moving statistics.
+        n = tf.cast(tf.reduce_prod(tf.shape(inputs)[:3]), variance.dtype)
+        variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+        self.moving_mean.assign(self.moving_mean * self.momentum
+                                + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum
+                                    + variance * (1.0 - self.momentum))
+        return outputs
+
+
 def conv_bn_relu(x, filters: int, kernel_size, name: str, strides=1, dilation_rate=1):
     """Convolution (no bias: batch norm adds one) -> batch norm -> ReLU. A dilated
     3x3 one is an `AtrousConv2D`."""
@@ -26,7 +61,7 @@ def conv_bn_relu(x, filters: int, kernel_size, name: str, strides=1, dilation_ra
                          use_bias=False, name=f"{name}_conv")(x)
     else:
         x = conv(x, filters, kernel_size, f"{name}_conv", strides, use_bias=False)
-    x = layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(epsilon=1.001e-5, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

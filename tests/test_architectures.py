@@ -298,3 +298,29 @@ def test_aspp_uses_the_atrous_convolution_with_the_papers_rates():
         assert isinstance(conv, layers.AtrousConv2D) and conv.dilation_rate == (rate, rate)
     with pytest.raises(ValueError, match="Received"):
         layers.AtrousConv2D(4, 3, dilation_rate=2, padding="valid")
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_is_keras_batch_norm(training):
+    x = np.random.default_rng(0).normal(2.0, 3.0, (4, 5, 6, 7)).astype("float32")
+    ours = layers.FusedBatchNormalization(momentum=0.9, epsilon=1e-3)
+    theirs = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+    for layer in (ours, theirs):
+        layer.build(x.shape)
+    rng = np.random.default_rng(1)
+    for a, b in zip(ours.weights, theirs.weights):
+        b.assign(rng.uniform(0.5, 1.5, b.shape).astype("float32"))
+        a.assign(b)
+    for _ in range(2):  # twice: the moving averages must follow Keras' update
+        np.testing.assert_allclose(ours(x, training=training),
+                                   theirs(x, training=training), rtol=1e-4, atol=1e-4)
+    for a, b in zip(ours.weights, theirs.weights):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    x_var = tf.Variable(x)
+    grads = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x_var, training=True) ** 2 * x_var)
+        grads.append(tape.gradient(loss, [x_var] + layer.trainable_weights))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
