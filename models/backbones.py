@@ -165,23 +165,52 @@ def load_weights(backbone: keras.Model, path: str) -> None:
 
     The notop `.h5` that `keras.applications` downloads lists its layers by name, so
     each goes to the layer of that name. A Keras 3 `.weights.h5` (from `save_weights`
-    on a plain `keras.applications.ResNet50V2`) has no layer names; Keras' own
-    `load_weights` matches it layer by layer, which fits because this builder makes
-    its layers in the same order.
+    on a plain `keras.applications.ResNet50V2`) has no layer names, only Keras' keys
+    by layer class and order (`conv2d_7`, `batch_normalization_3`); the k-th layer of
+    a class goes to this builder's k-th, which fits because it makes its layers in
+    the same order.
     """
     try:
         with h5py.File(path, "r") as f:
             group = f["model_weights"] if "model_weights" in f else f
-            by_name = "layer_names" in group.attrs
-            if by_name:
+            if "layer_names" in group.attrs:
                 _load_by_name(group, backbone)
-        if not by_name:
-            backbone.load_weights(path)
+            else:
+                _load_by_class_order(f["layers"], backbone)
     except (OSError, ValueError, KeyError) as e:
         raise WeightsError(f"could not load the weights file {path} into ResNet-50 v2 "
                            f"({e}). It must be the notop ResNet50V2 file "
                            f"{IMAGENET_NOTOP_FILE} or a .weights.h5 saved from "
                            f"keras.applications.ResNet50V2.") from None
+
+
+def _load_by_class_order(group, backbone: keras.Model) -> None:
+    """Assigns a Keras 3 weights file's `layers/<class>_<k>/vars` groups by class and
+    order (Keras numbers a model's layers of each class 0, 1, 2, ... in order)."""
+    saved: dict[str, list] = {}
+    for key in group:
+        variables = group[key].get("vars")
+        if variables is None or not len(variables):
+            continue
+        kind, _, number = key.rpartition("_")
+        if not number.isdigit():
+            kind, number = key, "0"
+        values = [variables[str(i)][()] for i in range(len(variables))]
+        saved.setdefault(kind, []).append((int(number), values))
+    kinds = ((layers.BatchNormalization, "batch_normalization"), (layers.Conv2D, "conv2d"))
+    ours: dict[str, list] = {}
+    for layer in (layer for layer in backbone.layers if layer.weights):
+        kind = next((k for cls, k in kinds if isinstance(layer, cls)), None)
+        if kind is None:
+            raise ValueError(f"no rule to match layer {layer.name!r} in the file")
+        ours.setdefault(kind, []).append(layer)
+    for kind, layer_list in ours.items():
+        values = [v for _, v in sorted(saved.get(kind, []), key=lambda item: item[0])]
+        if len(values) != len(layer_list):
+            raise ValueError(f"the file has {len(values)} {kind} layer(s) with "
+                             f"weights; ResNet-50 v2 has {len(layer_list)}")
+        for layer, layer_values in zip(layer_list, values):
+            layer.set_weights(layer_values)
 
 
 def _load_by_name(group, backbone: keras.Model) -> None:
