@@ -144,8 +144,6 @@ class SegNet(ABC):
 
     def predict_batch(self, images) -> np.ndarray:
         """Probabilities (n, H, W, C) for one batch of uint8 images (n, H, W, 3)."""
-        height, width = images.shape[1], images.shape[2]
-        self.check_input_size(int(height), int(width))
         logits = self._infer(images)
         return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))
 
@@ -154,11 +152,11 @@ class SegNet(ABC):
 
         The arg-max runs in the graph, so only one byte per pixel comes back.
         """
-        height, width = images.shape[1], images.shape[2]
-        self.check_input_size(int(height), int(width))
         return keras.ops.convert_to_numpy(self._infer(images, labels=True))
 
     def _infer(self, images, labels: bool = False):
+        """Logits (or arg-max labels) of a batch, after checking its size."""
+        self.check_input_size(int(images.shape[1]), int(images.shape[2]))
         if not hasattr(self, "_infer_fns"):
             import tensorflow as tf
 
