@@ -1,6 +1,7 @@
 """Draw a trained network's predictions on a folder of unlabelled images.
 
     python draw.py --images my_photos/ --run runs/gcn --out my_photos_drawn/
+    python draw.py --images my_photos/ --run runs/gcn --out drawn/ --tta --crf
 
 Every .jpg/.jpeg/.png in --images (or in --images/images) gets an overlay at its
 original size: class colours blended onto the photo, with a legend.
@@ -28,6 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="larger images are predicted at this longest side, then the "
                         "labels are scaled back (nearest) to the original size")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    cli.add_refinement_flags(p)
     return p
 
 
@@ -38,9 +40,10 @@ def image_paths(folder: str) -> list[str]:
     return list_image_files(images if os.path.isdir(images) else folder)
 
 
-def predict_full_size(net, image, max_side: int):
+def predict_full_size(net, image, max_side: int, predict=None):
     """Labels (H, W) for an image of any size: shrink if needed, pad to the network's
-    stride, predict, then undo both."""
+    stride, predict (`predict(images) -> labels`, default `net.predict_labels`), then
+    undo both."""
     import cv2
     import numpy as np
     h, w = image.shape[:2]
@@ -52,7 +55,7 @@ def predict_full_size(net, image, max_side: int):
     sh, sw = x.shape[:2]
     ph, pw = -sh % s, -sw % s
     x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect" if min(sh, sw) > s else "edge")
-    label = net.predict_labels(x[None])[0, :sh, :sw]
+    label = (predict or net.predict_labels)(x[None])[0, :sh, :sw]
     if scale != 1.0:
         label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
     return label
@@ -63,11 +66,17 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from datasets.data import DataError, image_name, load_image
+    from learning.utils import refinement_settings
     from learning.visualize import add_legend, overlay, save_rgb
     from models.nn import SegNet
+    from models.tta import label_predictor
 
     paths = image_paths(args.images)
+    from learning import instance_scripts
+    if instance_scripts.is_instance_checkpoint(args.run, args.checkpoint):  # SOLO
+        return instance_scripts.draw(args, paths)
     net = SegNet.load(cli.checkpoint_path(args.run, args.checkpoint))
+    predict = label_predictor(net, *refinement_settings(args))
     os.makedirs(args.out, exist_ok=True)
     done, skipped = 0, 0
     for path in tqdm(paths, desc="drawing", unit="img"):
@@ -77,7 +86,7 @@ def main(argv=None) -> int:
             logging.warning("skipped %s", e)
             skipped += 1
             continue
-        label = predict_full_size(net, image, args.max_side)
+        label = predict_full_size(net, image, args.max_side, predict)
         out = add_legend(overlay(image, label, args.alpha))
         save_rgb(os.path.join(args.out, image_name(path) + ".png"), out)
         done += 1

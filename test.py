@@ -2,6 +2,7 @@
 
     python test.py --data data/catdog --run runs/gcn
     python test.py --data demo --checkpoint runs/demo/best.keras
+    python test.py --data demo --run runs/demo --tta --crf    # sharper, slower
 
 Prints the article's accuracy next to the honest scores, writes `RUN/metrics.json` and
 an overlay per test image (image | truth | prediction) into `RUN/draws/`.
@@ -32,6 +33,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="draw at most this many images (default: all)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out unreadable/inconsistent files instead of stopping")
+    cli.add_refinement_flags(p)
     return p
 
 
@@ -87,10 +89,14 @@ class Drawer:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
+    from learning import instance_scripts
+    if instance_scripts.is_instance_checkpoint(args.run, args.checkpoint):  # SOLO
+        return instance_scripts.test(args)
     from datasets import data as dataset
     from datasets.stream import make_dataset
-    from learning.utils import evaluate, write_json
+    from learning.utils import evaluate, refinement_settings, write_json
     from models.nn import SegNet
+    from models.tta import label_predictor, scaled_sizes
 
     ckpt = cli.checkpoint_path(args.run, args.checkpoint)
     run_dir = args.run or os.path.dirname(os.path.abspath(ckpt))
@@ -100,21 +106,29 @@ def main(argv=None) -> int:
     paths, skipped = cli.good_paths(test_dir, args.skip_bad)
     net = SegNet.load(ckpt)
     net.check_input_size(size, size)
+    tta, crf = refinement_settings(args)
+    predict = label_predictor(net, tta, crf)
+    if tta is not None:  # the sizes the scales give here (and a clear error, early)
+        tta = {**tta, "sizes": [list(s) for _, s in
+                                scaled_sizes(net, size, size, tta["scales"])]}
     print(f"testing {ckpt} on {len(paths)} images of {test_dir} at {size}x{size}"
-          + (f" ({len(skipped)} bad file(s) skipped, listed above)" if skipped else ""))
+          + (f" ({len(skipped)} bad file(s) skipped, listed above)" if skipped else "")
+          + (f"; TTA at {tta['sizes']}, flipped" if tta else "")
+          + ("; dense CRF" if crf else ""))
 
     draws = args.draws or os.path.join(run_dir, "draws")
     drawer = Drawer([dataset.image_name(p) for p in paths], draws, args.max_draws)
     stream = make_dataset(paths, size, args.batch_size, with_padding=True)
     try:
-        cm, article = evaluate(net, stream, progress=True, on_batch=drawer)
+        cm, article = evaluate(net, stream, progress=True, on_batch=drawer,
+                               predict=predict)
     finally:
         drawer.close()
     summary = cm.summary(list(dataset.CLASS_NAMES))
     print_table(summary, article.result)
     metrics = {**summary, "article_pixel_accuracy": article.result,
                "checkpoint": ckpt, "test_dir": test_dir, "num_images": len(paths),
-               "image_size": size, "skipped_files": skipped}
+               "image_size": size, "skipped_files": skipped, "tta": tta, "crf": crf}
     write_json(os.path.join(run_dir, "metrics.json"), metrics)
     print(f"metrics: {os.path.join(run_dir, 'metrics.json')}")
     print(f"overlays: {drawer.count} in {draws}/")

@@ -31,6 +31,8 @@ import keras  # noqa: E402
 
 from models import ARCHITECTURES  # noqa: E402
 
+SEMANTIC = [m for m in ARCHITECTURES if m != "solo"]  # SOLO: instances, not pixels
+
 PAPERS = {
     "gcn": "Peng et al. 2017, Large Kernel Matters (GCN), arXiv:1703.02719",
     "fcn32s": "Long et al. 2015, Fully Convolutional Networks, arXiv:1411.4038",
@@ -85,7 +87,7 @@ def describe(name: str, size: int) -> dict:
 
 
 def main(args) -> None:
-    rows = [describe(name, args.size) for name in ARCHITECTURES]  # the table's order
+    rows = [describe(name, args.size) for name in SEMANTIC]  # the table's order
     print(f"| model | params (M) | trainable (M) | GFLOPs @{args.size}x{args.size} "
           f"| sides multiple of | paper | what we changed |")
     print("|---|---:|---:|---:|---:|---|---|")

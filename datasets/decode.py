@@ -67,8 +67,15 @@ def _crop_or_pad(x, size, fill):
 
 def graph_loader(size, with_label: bool = True):
     """A tf function (path, mask path, is cat, is JPEG, flip) -> (image, label,
-    padding), like
-    the Pillow loader of `datasets.stream`, for the files `decodable_in_graph` takes."""
+    padding), like the Pillow loader of `datasets.stream`, for the files
+    `decodable_in_graph` takes; `size` None keeps each image whole."""
+    shape = size or (None, None)
+
+    def fit(x, fill):
+        if size is None:
+            return x, tf.zeros(tf.shape(x)[:2], tf.bool)
+        return _crop_or_pad(x, size, fill)
+
     def load(path, mask, cat, jpeg, flip):
         data = tf.io.read_file(path)
         # The accurate integer IDCT is libjpeg's default, so Pillow's; TensorFlow's
@@ -76,19 +83,19 @@ def graph_loader(size, with_label: bool = True):
         image = tf.cond(jpeg, lambda: tf.io.decode_jpeg(data, channels=3,
                                                         dct_method="INTEGER_ACCURATE"),
                         lambda: tf.io.decode_png(data, channels=3))
-        image, padding = _crop_or_pad(image, size, 0)
+        image, padding = fit(image, 0)
         if with_label:
             trimap = tf.io.decode_png(tf.io.read_file(mask), channels=1)[..., 0]
             label = tf.gather(_label_table(cat), tf.cast(trimap, tf.int32))
-            label, _ = _crop_or_pad(tf.cast(label, tf.uint8), size, IGNORE_LABEL)
+            label, _ = fit(tf.cast(label, tf.uint8), IGNORE_LABEL)
         else:
-            label = tf.zeros(size, tf.uint8)
+            label = tf.zeros(tf.shape(padding), tf.uint8)
         image, label, padding = tf.cond(
             flip, lambda: (image[:, ::-1], label[:, ::-1], padding[:, ::-1]),
             lambda: (image, label, padding))
-        image.set_shape((*size, 3))
-        label.set_shape(size)
-        padding.set_shape(size)
+        image.set_shape((*shape, 3))
+        label.set_shape(shape)
+        padding.set_shape(shape)
         return image, label, padding
     return load
 

@@ -21,6 +21,9 @@ import time
 import keras
 import numpy as np
 
+from learning import distribute
+from learning.distribute import steps_done
+
 
 class StopRequested(Exception):
     """Raised inside `fit` between two steps when a stop was asked for."""
@@ -44,8 +47,8 @@ class RunControl(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         t = self.trainer
-        t.epoch_started = (time.time(), int(self.model.optimizer.iterations))
-        if t.stop_requested:  # asked for in the last step of the epoch before
+        t.epoch_started = (time.time(), steps_done(self.model))
+        if distribute.any_worker(t.stop_requested):  # asked in the epoch before's end
             raise StopRequested
         self.short_epoch = False
         if t.step_in_epoch and t.epoch_metrics:
@@ -54,13 +57,15 @@ class RunControl(keras.callbacks.Callback):
                 print("note: the interrupted epoch's running metrics do not match this "
                       "model's; its train score counts only the steps after the resume")
             else:  # sums (loss total and count, confusion counts): the steps add on
+                # (under tf.distribute every worker assigns the same total, and
+                # TensorFlow shares it out among all the replicas' copies)
                 for path, value in t.epoch_metrics.items():
                     var = variables[path]
                     var.assign(np.asarray(value, dtype=var.dtype))
 
     def on_train_batch_begin(self, batch, logs=None):
         t = self.trainer
-        if t.stop_requested:
+        if distribute.any_worker(t.stop_requested):  # all workers stop at one step
             raise StopRequested
         if t.step_in_epoch and batch == t.steps_per_epoch - t.step_in_epoch - 1:
             self.short_epoch = True  # the resumed epoch's last step: end it after this

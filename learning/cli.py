@@ -30,6 +30,8 @@ def user_errors() -> tuple:
 def run(main, argv=None) -> int:
     """Runs `main(argv)`; known errors print `error: ...` and exit 2, Ctrl-C exits 130."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    # tf.distribute logs every all-reduce it builds at INFO; keep its warnings only.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
     from learning.optimizers import TrainingInterrupted
     try:
         return main(argv) or 0
@@ -75,8 +77,25 @@ def stop_on_signals(trainer):
             signal.signal(sig, handler)
 
 
-def data_root(arg: str) -> str:
-    """`demo` -> the built-in demo set (generated on first use); else the folder."""
+def add_refinement_flags(p) -> None:
+    """test.py's and draw.py's `--tta`, `--tta-scales` and `--crf`."""
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the class probabilities over "
+                        "--tta-scales and horizontal flips (DeepLab's multi-scale test)")
+    p.add_argument("--tta-scales", type=float, nargs="+", default=None, metavar="S",
+                   help="image scales of --tta, sizes rounded to the stride (default: "
+                        "0.75 1.0 1.25; needs --tta)")
+    p.add_argument("--crf", action="store_true",
+                   help="refine the probabilities with a dense CRF (models/crf.py, "
+                        "DeepLab v1/v2's post-processing) before the arg-max")
+
+
+def data_root(arg: str, instances: bool = False) -> str:
+    """`demo` -> the built-in demo set (generated on first use; the instance demo,
+    `datasets.instances`, for an instance model); else the folder."""
+    if arg == "demo" and instances:
+        from datasets.instances import ensure_instance_demo
+        return ensure_instance_demo()
     if arg == "demo":
         from datasets import demo
         return demo.ensure(demo.DEFAULT_ROOT)

@@ -20,7 +20,6 @@ the same batches an uninterrupted one would. Stopping is asked for with
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from abc import ABC, abstractmethod
@@ -29,8 +28,12 @@ import keras
 import numpy as np
 
 from datasets.data import DataSet
-from datasets.stream import make_dataset, make_training_stream
+from datasets.replicas import ReplicaSplit, eval_batches
+from datasets.stream import (augment_mode, file_loader, make_dataset,
+                             make_training_stream)
 from learning import callbacks as cbs
+from learning import distribute
+from learning.distribute import steps_done
 from models import checkpoint
 from models.metrics import make_metrics
 
@@ -57,7 +60,8 @@ class Optimizer(ABC):
         evaluator: a `learning.evaluators.Evaluator`; picks the best checkpoint.
         val_set: like `train_set`, or None (then the epoch's train score is used).
         **kwargs: batch_size (8), num_epochs (300), learning_rate (1e-3),
-            image_size (for paths; 512), augment (True), seed (0), score_threshold
+            image_size (for paths; 512), augment ("flip"; or "none", "scale",
+            see `datasets.stream.make_training_stream`), seed (0), score_threshold
             (1e-4), jit_compile ("auto"), tensorboard (True: RUN/tensorboard),
             callbacks (extra `keras.callbacks.Callback`s for `fit`) and the
             subclass' own options.
@@ -72,7 +76,7 @@ class Optimizer(ABC):
         self.num_epochs = kwargs.pop("num_epochs", 300)
         self.init_learning_rate = kwargs.pop("learning_rate", 1e-3)
         self.image_size = kwargs.pop("image_size", 512)
-        self.augment = kwargs.pop("augment", True)
+        self.augment = augment_mode(kwargs.pop("augment", "flip"))  # bools too
         self.seed = kwargs.pop("seed", 0)
         self.score_threshold = kwargs.pop("score_threshold", 1e-4)
         self.jit_compile = kwargs.pop("jit_compile", "auto")
@@ -116,7 +120,7 @@ class Optimizer(ABC):
                 "learning_rate": self.curr_learning_rate, "best_score": self.best_score,
                 "num_bad_epochs": self.num_bad_epochs, "step_losses": self.step_losses,
                 "epochs": self.epochs, "seed": self.seed,
-                "iterations": int(self.model.model.optimizer.iterations)}
+                "iterations": steps_done(self.model.model)}
 
     def load_state(self, state: dict) -> None:
         self.curr_epoch = state["epoch"]
@@ -163,7 +167,7 @@ class Optimizer(ABC):
             model.load_weights(path)
         except (OSError, ValueError, KeyError) as e:
             raise checkpoint.CheckpointError(checkpoint.damaged_message(path, e)) from None
-        self.saved_iterations = int(model.optimizer.iterations)
+        self.saved_iterations = steps_done(model)
         self.load_state(checkpoint.read_state(save_dir, self.saved_iterations))
 
     # ----------------------------------------------------------------- epochs
@@ -174,12 +178,18 @@ class Optimizer(ABC):
                 else len(self.train_set))
 
     @property
+    def split(self) -> ReplicaSplit:
+        """How an epoch is cut into (global, per-replica) batches under the current
+        `tf.distribute` strategy (one replica without one)."""
+        return ReplicaSplit(self.num_examples, self.batch_size, distribute.num_replicas())
+
+    @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.num_examples / self.batch_size)
+        return self.split.steps
 
     def batch_size_of(self, step: int) -> int:
         """The size of an epoch's batch number `step` (the last one may be smaller)."""
-        return min(self.batch_size, self.num_examples - step * self.batch_size)
+        return self.split.batch_size_of(step)
 
     def loss_sums_at_start(self) -> tuple[float, float]:
         """Keras' running loss (total, count) before the epoch's first step here."""
@@ -222,18 +232,49 @@ class Optimizer(ABC):
     # ----------------------------------------------------------------- training
 
     def _streams(self):
-        train = make_training_stream(
-            self.train_set, self.image_size, self.batch_size, seed=self.seed,
-            first_epoch=self.curr_epoch, num_epochs=self.num_epochs,
-            skip_batches=self.step_in_epoch, augment=self.augment)
+        import tensorflow as tf
+        strategy = tf.distribute.get_strategy()
+
+        def train_stream(context=None):  # a tf.distribute.InputContext per worker
+            return make_training_stream(
+                self.train_set, self.image_size, self.batch_size, seed=self.seed,
+                first_epoch=self.curr_epoch, num_epochs=self.num_epochs,
+                skip_batches=self.step_in_epoch, augment=self.augment,
+                num_replicas=strategy.num_replicas_in_sync,
+                pipeline=context.input_pipeline_id if context else 0,
+                num_pipelines=context.num_input_pipelines if context else 1)
+        train = (train_stream() if strategy.num_replicas_in_sync == 1
+                 else strategy.distribute_datasets_from_function(train_stream))
         val = None
-        if isinstance(self.val_set, DataSet):
+        if self.val_set is not None and strategy.num_replicas_in_sync > 1:
+            val = self._replica_val_stream(strategy.num_replicas_in_sync)
+        elif isinstance(self.val_set, DataSet):
             import tensorflow as tf
             val = tf.data.Dataset.from_tensor_slices(
                 (self.val_set.images, self.val_set.labels)).batch(self.batch_size)
         elif self.val_set is not None:
             val = make_dataset(self.val_set, self.image_size, self.batch_size)
         return train, val
+
+    def _replica_val_stream(self, num_replicas: int):
+        """Validation batches that split evenly over the replicas (padded with
+        ignored pixels: `datasets.replicas.eval_batches`)."""
+        import tensorflow as tf
+        if isinstance(self.val_set, DataSet):
+            images, labels = tf.constant(self.val_set.images), tf.constant(
+                self.val_set.labels)
+
+            def load(i):
+                return tf.gather(images, i), tf.gather(labels, i)
+            n = self.val_set.num_examples
+        else:
+            from datasets.data import as_size
+            from_file = file_loader(self.val_set, as_size(self.image_size), True)
+
+            def load(i):
+                return from_file(i, tf.constant(False))[:2]
+            n = len(self.val_set)
+        return eval_batches(load, n, self.batch_size, num_replicas)
 
     def _callbacks(self, save_dir: str, verbose: bool) -> list:
         self.step_log = cbs.StepLosses(self)
@@ -253,9 +294,23 @@ class Optimizer(ABC):
         Returns the history: `{"step_losses": [...], "epochs": [...], "best_score": x}`.
         Raises `TrainingInterrupted` after `request_stop()` (state saved) and
         `TrainingError` on a NaN/infinite loss (the last good checkpoint is kept).
+
+        Under a multi-worker `tf.distribute` strategy, only the chief writes
+        `save_dir`; the other workers read it to resume and write to a scratch folder
+        (`learning.distribute.output_dir`).
         """
-        os.makedirs(save_dir, exist_ok=True)
-        checkpoint.remove_stale_temporaries(save_dir)
+        chief = distribute.is_chief()
+        with distribute.output_dir(save_dir) as out_dir:
+            try:
+                return self._train(save_dir, out_dir, resume, verbose and chief)
+            except TrainingInterrupted:
+                if chief:
+                    raise
+                raise TrainingInterrupted(os.path.join(save_dir, "last.keras")) from None
+
+    def _train(self, save_dir: str, out_dir: str, resume: bool, verbose: bool) -> dict:
+        os.makedirs(out_dir, exist_ok=True)
+        checkpoint.remove_stale_temporaries(out_dir)
         self.nan_at = None
         if resume:
             self.restore(save_dir)
@@ -266,15 +321,20 @@ class Optimizer(ABC):
         else:
             self.reset()
             self._compile()
+        if self.split.dropped and verbose:
+            print(f"note: each epoch leaves out {self.split.dropped} of its "
+                  f"{self.num_examples} examples (a different few each time): the last"
+                  f" batch would not give each of the {self.split.num_replicas} replicas"
+                  f" one")
         if self.curr_epoch < self.num_epochs:
-            self._fit(save_dir, verbose)
+            self._fit(out_dir, verbose)
         return {"step_losses": self.step_losses, "epochs": self.epochs,
                 "best_score": self.best_score}
 
     def _fit(self, save_dir: str, verbose: bool) -> None:
         model = self.model.model
         model.optimizer.learning_rate.assign(self.curr_learning_rate)
-        self.epoch_started = (time.time(), int(model.optimizer.iterations))
+        self.epoch_started = (time.time(), steps_done(model))
         if self.epoch_metrics:
             # Keras makes the compiled metrics' variables at the first step; make them
             # now, so the interrupted epoch's sums can go back in before it.
@@ -288,7 +348,10 @@ class Optimizer(ABC):
                       callbacks=self._callbacks(save_dir, verbose), shuffle=False,
                       verbose=int(verbose))
         except cbs.StopRequested:
-            raise TrainingInterrupted(self._save_interrupted(save_dir)) from None
+            path = self._save_interrupted(save_dir)
+            distribute.barrier()
+            raise TrainingInterrupted(path) from None
+        distribute.barrier()
         if self.nan_at:
             last = os.path.join(save_dir, "last.keras")
             kept = (f"The last good state is {last} (resume from it with a lower --lr)."
@@ -301,7 +364,7 @@ class Optimizer(ABC):
     def _save_interrupted(self, save_dir: str) -> str:
         """Saves the state of a run stopped between two steps of an epoch."""
         model = self.model.model
-        done = int(model.optimizer.iterations) - self.epoch_started[1]
+        done = steps_done(model) - self.epoch_started[1]
         if done == 0:  # stopped at an epoch boundary: that epoch end is saved already
             path = os.path.join(save_dir, "last.keras")
             return path if os.path.exists(path) else self.save_last(save_dir)

@@ -15,6 +15,7 @@ from models.fcn import FCN8s, FCN16s, FCN32s
 from models.gcn import GCN
 from models.nn import SegNet, SegmentationModel
 from models.segnet import SegNetArch
+from models.solo import SOLO
 from models.unet import UNet
 
 ARCHITECTURES: dict[str, type[SegNet]] = {
@@ -25,6 +26,7 @@ ARCHITECTURES: dict[str, type[SegNet]] = {
     "deeplabv3plus": DeepLabV3Plus,
     "unet": UNet,
     "segnet": SegNetArch,
+    "solo": SOLO,  # instance segmentation: train.py/test.py/draw.py branch for it
 }
 
 
@@ -36,4 +38,4 @@ def build_model(name: str, **kwargs) -> SegNet:
 
 
 __all__ = ["ARCHITECTURES", "SegNet", "SegmentationModel", "build_model", "GCN",
-           "FCN8s", "FCN16s", "FCN32s", "DeepLabV3Plus", "UNet", "SegNetArch"]
+           "FCN8s", "FCN16s", "FCN32s", "DeepLabV3Plus", "UNet", "SegNetArch", "SOLO"]

@@ -29,10 +29,22 @@ class FusedBatchNormalization(layers.BatchNormalization):
     Same weights, same moving-average update, same outputs up to float rounding
     (tested against the Keras layer); inference, masks, renorm, float16 inputs and
     other axes use Keras' own code.
+
+    Built under a `tf.distribute` strategy with several replicas, it defaults to
+    `synchronized=True` (Keras' cross-replica statistics, so a per-replica batch of
+    one or two images still normalises by the global batch), which the fused kernel
+    cannot compute; Keras' own code then runs.
     """
+
+    def __init__(self, *args, synchronized=None, **kwargs):
+        if synchronized is None:
+            import tensorflow as tf
+            synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
+        super().__init__(*args, synchronized=synchronized, **kwargs)
 
     def call(self, inputs, training=None, mask=None):
         if not (training and self.trainable and mask is None and not self.renorm
+                and not self.synchronized
                 and inputs.dtype == "float32" and len(inputs.shape) == 4
                 and self.axis in (-1, 3)):
             return super().call(inputs, training=training, mask=mask)

@@ -26,6 +26,20 @@ from models.layers import image_input
 from models.losses import make_loss
 
 
+def _per_replica_logs(logs):
+    """A step's scalar logs as shape-(1,) tensors when training across machines.
+
+    There Keras averages each log over the replicas with `reduce("MEAN", axis=0)`,
+    which needs a batch axis; on one machine the logs pass unchanged."""
+    import tensorflow as tf
+    strategy = tf.distribute.get_strategy()
+    multi_worker = getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)
+    if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and multi_worker()):
+        return logs
+    return {k: tf.reshape(v, [1]) if len(v.shape) == 0 else v for k, v in logs.items()}
+
+
 @keras.saving.register_keras_serializable(package="segmentation")
 class SegmentationModel(keras.Model):
     """The functional `keras.Model` of a `SegNet`: uint8 images in, logits out.
@@ -49,6 +63,34 @@ class SegmentationModel(keras.Model):
         segnet = keras.saving.deserialize_keras_object(config["segnet"],
                                                        custom_objects=custom_objects)
         return segnet.model
+
+    # --- Workarounds for Keras 3 fit under MultiWorkerMirroredStrategy ----------
+    # Keras' TensorFlow trainer does two reductions that fail across several
+    # machines (keras-team/keras#20585); the two methods below sidestep them and
+    # change nothing on one machine.
+
+    def train_step(self, data):
+        return _per_replica_logs(super().train_step(data))
+
+    def test_step(self, data):
+        return _per_replica_logs(super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras' TensorFlow trainer learns the shapes of a distributed batch by
+        averaging it over the replicas, a reduction `MultiWorkerMirroredStrategy`
+        cannot do on an `(images, labels)` pair, nor on uint8 (keras-team/keras
+        #20585). The first replica's share has the shapes and dtypes it needs."""
+        import tensorflow as tf
+        if iterator is None or data_batch is not None or self.distribute_strategy is None:
+            return super()._maybe_symbolic_build(iterator, data_batch)
+        for _, _, batches in iterator:
+            batch = next(batches)
+            break
+        first = keras.tree.map_structure(
+            lambda v: v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v,
+            batch)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=first)
 
 
 class SegNet(ABC):

@@ -155,7 +155,7 @@ def assert_checkpoints_load(run):
 def test_train_process_killed_then_interrupted_then_resumed(demo_root, tmp_path):
     run = str(tmp_path / "run")
     argv = ["--data", demo_root, "--out", run, "--model", "unet", "--image-size", "64",
-            "--batch-size", "2", "--epochs", "3", "--weights", "none", "--no-augment"]
+            "--batch-size", "2", "--epochs", "3", "--weights", "none", "--augment", "none"]
     last = os.path.join(run, "last.keras")
 
     def writing():

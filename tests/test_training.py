@@ -2,7 +2,6 @@
 scripts end to end on a tiny demo set."""
 
 import csv
-import importlib.util
 import json
 import os
 
@@ -16,18 +15,8 @@ from learning import cli
 from learning.evaluators import AccuracyEvaluator, IoUEvaluator
 from learning.optimizers import MomentumOptimizer
 from models.unet import UNet
+from scripts import script
 
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def script(name):
-    """Imports a top-level script by path (`test` would clash with the stdlib)."""
-    spec = importlib.util.spec_from_file_location(f"{name}_script",
-                                                  os.path.join(ROOT, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_plateau_schedule_follows_the_article_rule():
