@@ -15,7 +15,7 @@ import pytest
 
 import models
 from learning import cli
-from test_training import script
+from scripts import script
 
 
 # Small builds of two architectures: the fast U-Net and the article's GCN.

@@ -370,7 +370,7 @@ def test_check_command_prints_the_full_report(tmp_path):
 
 
 def test_training_stops_before_it_starts_or_skips_with_a_report(tmp_path, capsys):
-    from test_training import script
+    from scripts import script
     from learning import cli
     train = script("train")
     usable = write_every_fault(tmp_path / "data" / "train")

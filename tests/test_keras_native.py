@@ -20,7 +20,8 @@ from learning.evaluators import ConfusionMatrix
 from models import backbones
 from models.metrics import make_metrics
 from test_evaluators import PRED, TRUTH
-from test_training import ROOT, make_optimizer
+from scripts import ROOT
+from test_training import make_optimizer
 
 
 # ----------------------------------------------------------------- backbone

@@ -28,7 +28,7 @@ from learning.optimizers import TrainingError, TrainingInterrupted
 from models import checkpoint
 from models.nn import SegNet
 from models.unet import UNet
-from test_training import ROOT, script
+from scripts import ROOT, script
 from test_training import make_optimizer as training_optimizer
 
 
