@@ -10,7 +10,6 @@ original size: class colours blended onto the photo, with a legend.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -63,11 +62,8 @@ def predict_full_size(net, image, max_side: int, predict=None):
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from tqdm import tqdm
-
-    from datasets.data import DataError, image_name, load_image
     from learning.utils import refinement_settings
-    from learning.visualize import add_legend, overlay, save_rgb
+    from learning.visualize import add_legend, overlay
     from models.nn import SegNet
     from models.tta import label_predictor
 
@@ -77,21 +73,11 @@ def main(argv=None) -> int:
         return instance_scripts.draw(args, paths)
     net = SegNet.load(cli.checkpoint_path(args.run, args.checkpoint))
     predict = label_predictor(net, *refinement_settings(args))
-    os.makedirs(args.out, exist_ok=True)
-    done, skipped = 0, 0
-    for path in tqdm(paths, desc="drawing", unit="img"):
-        try:
-            image = load_image(path)
-        except DataError as e:
-            logging.warning("skipped %s", e)
-            skipped += 1
-            continue
+
+    def render(image):
         label = predict_full_size(net, image, args.max_side, predict)
-        out = add_legend(overlay(image, label, args.alpha))
-        save_rgb(os.path.join(args.out, image_name(path) + ".png"), out)
-        done += 1
-    print(f"overlays: {done} in {args.out}/" + (f" ({skipped} unreadable skipped)"
-                                                 if skipped else ""))
+        return add_legend(overlay(image, label, args.alpha))
+    cli.draw_each(paths, args.out, render)
     return 0
 
 

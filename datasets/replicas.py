@@ -126,21 +126,24 @@ def eval_batches(load, num_examples: int, batch_size: int,
         num_examples, batch_size, num_replicas: as in `eval_batch_sizes`.
     """
     from learning.labels import IGNORE_LABEL
-    datasets, start = [], 0
-    for size in eval_batch_sizes(num_examples, batch_size, num_replicas):
-        pad = -size % num_replicas
+    if batch_size % num_replicas:
+        raise ValueError(f"the batch size must be a multiple of the {num_replicas} "
+                         f"replicas. Received: {batch_size}")
+    sizes = eval_batch_sizes(num_examples, batch_size, num_replicas)
+    full = len(sizes) - (sizes[-1] != batch_size)  # these split evenly as they are
 
-        def padded(images, labels, pad=pad):
+    def load_range(start, stop, size):
+        return (tf.data.Dataset.range(start, stop)
+                .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .batch(size))
+    ds = load_range(0, full * batch_size, batch_size)
+    if full < len(sizes):
+        last, pad = sizes[-1], -sizes[-1] % num_replicas
+
+        def padded(images, labels):
             images = tf.pad(images, [[0, pad], [0, 0], [0, 0], [0, 0]])
             labels = tf.pad(labels, [[0, pad], [0, 0], [0, 0]],
                             constant_values=IGNORE_LABEL)
             return images, labels
-        ds = (tf.data.Dataset.range(start, start + size)
-              .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-              .batch(size).map(padded))
-        datasets.append(ds)
-        start += size
-    ds = datasets[0]
-    for more in datasets[1:]:
-        ds = ds.concatenate(more)
+        ds = ds.concatenate(load_range(full * batch_size, num_examples, last).map(padded))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -90,6 +90,30 @@ def add_refinement_flags(p) -> None:
                         "DeepLab v1/v2's post-processing) before the arg-max")
 
 
+def draw_each(paths: list[str], out_dir: str, render, what: str = "overlays") -> int:
+    """draw.py's loop: each readable image of `paths` through `render(image) ->
+    picture`, saved as `out_dir/NAME.png`; unreadable ones are logged and skipped.
+    Returns the number drawn."""
+    from tqdm import tqdm
+
+    from datasets.data import DataError, image_name, load_image
+    from learning.visualize import save_rgb
+    os.makedirs(out_dir, exist_ok=True)
+    done = 0
+    for path in tqdm(paths, desc="drawing", unit="img"):
+        try:
+            image = load_image(path)
+        except DataError as e:
+            logging.warning("skipped %s", e)
+            continue
+        save_rgb(os.path.join(out_dir, image_name(path) + ".png"), render(image))
+        done += 1
+    skipped = len(paths) - done
+    print(f"{what}: {done} in {out_dir}/" + (f" ({skipped} unreadable skipped)"
+                                             if skipped else ""))
+    return done
+
+
 def data_root(arg: str, instances: bool = False) -> str:
     """`demo` -> the built-in demo set (generated on first use; the instance demo,
     `datasets.instances`, for an instance model); else the folder."""

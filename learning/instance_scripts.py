@@ -10,7 +10,6 @@ pycocotools' COCOeval in `RUN/metrics.json`, overlays in `RUN/draws/`) and `draw
 from __future__ import annotations
 
 import json
-import logging
 import os
 import zipfile
 
@@ -186,35 +185,21 @@ def _decoded(results: list, shape) -> tuple:
 def draw(args, paths: list[str]) -> int:
     """draw.py for a SOLO run: one picture per image in `paths`, at its own size,
     with the instances scoring `DRAW_SCORE_THRESHOLD` or more."""
-    from tqdm import tqdm
-
-    from datasets.data import DataError, image_name, load_image
     from datasets.instances import fit_to_size, restore_masks
-    from learning.visualize import save_rgb
     from models.nn import SegNet
 
     _note_semantic_flags(args)
     net = SegNet.load(cli.checkpoint_path(args.run, args.checkpoint))
     size = net.options["input_size"]
-    os.makedirs(args.out, exist_ok=True)
-    done, skipped = 0, 0
-    for path in tqdm(paths, desc="drawing", unit="img"):
-        try:
-            image = load_image(path)
-        except DataError as e:
-            logging.warning("skipped %s", e)
-            skipped += 1
-            continue
+
+    def render(image):
         fitted = fit_to_size(image, np.zeros((0,) + image.shape[:2], bool), size)[0]
         found = net.predict_instances(fitted[None])[0]
         kept = found["scores"] >= DRAW_SCORE_THRESHOLD
         found = {k: v[kept] for k, v in found.items()}
         masks = restore_masks(found["masks"], *image.shape[:2])
-        out = draw_instances(image, masks, found["classes"], found["scores"], args.alpha)
-        save_rgb(os.path.join(args.out, image_name(path) + ".png"), out)
-        done += 1
-    print(f"drawings: {done} in {args.out}/" + (f" ({skipped} unreadable skipped)"
-                                                 if skipped else ""))
+        return draw_instances(image, masks, found["classes"], found["scores"], args.alpha)
+    cli.draw_each(paths, args.out, render, what="drawings")
     return 0
 
 

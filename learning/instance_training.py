@@ -24,7 +24,7 @@ import numpy as np
 
 from datasets.data import as_size
 from datasets.instances import _example_loader, fit_to_size, restore_masks
-from datasets.stream import epoch_order
+from datasets.augment import epoch_order
 from learning import callbacks as cbs
 from learning.coco import evaluate_masks, results_from_masks
 from learning.evaluators import Evaluator
@@ -53,7 +53,7 @@ def instance_training_stream(records: list[dict], image_size, batch_size: int, *
     """Every remaining epoch's batches in one `tf.data` stream, for one `fit`.
 
     Epoch e visits the images of `records` (`datasets.instances.read_annotations`)
-    in the order and with the flips of `datasets.stream.epoch_order(n, seed, e)`, the
+    in the order and with the flips of `datasets.augment.epoch_order(n, seed, e)`, the
     semantic stream's rule, so a resumed run sees the same batches; its first
     `skip_batches` batches (done before an interruption) are left out. Batches are
     `datasets.instances.make_instance_dataset`'s.

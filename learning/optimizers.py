@@ -28,9 +28,10 @@ import keras
 import numpy as np
 
 from datasets.data import DataSet
-from datasets.replicas import ReplicaSplit, eval_batches
-from datasets.stream import (augment_mode, file_loader, make_dataset,
-                             make_training_stream)
+from datasets.replicas import ReplicaSplit
+from datasets.augment import augment_mode
+from datasets.stream import (make_dataset, make_training_stream,
+                             replica_validation_batches)
 from learning import callbacks as cbs
 from learning import distribute
 from learning.distribute import steps_done
@@ -247,7 +248,9 @@ class Optimizer(ABC):
                  else strategy.distribute_datasets_from_function(train_stream))
         val = None
         if self.val_set is not None and strategy.num_replicas_in_sync > 1:
-            val = self._replica_val_stream(strategy.num_replicas_in_sync)
+            val = replica_validation_batches(self.val_set, self.image_size,
+                                             self.batch_size,
+                                             strategy.num_replicas_in_sync)
         elif isinstance(self.val_set, DataSet):
             import tensorflow as tf
             val = tf.data.Dataset.from_tensor_slices(
@@ -255,26 +258,6 @@ class Optimizer(ABC):
         elif self.val_set is not None:
             val = make_dataset(self.val_set, self.image_size, self.batch_size)
         return train, val
-
-    def _replica_val_stream(self, num_replicas: int):
-        """Validation batches that split evenly over the replicas (padded with
-        ignored pixels: `datasets.replicas.eval_batches`)."""
-        import tensorflow as tf
-        if isinstance(self.val_set, DataSet):
-            images, labels = tf.constant(self.val_set.images), tf.constant(
-                self.val_set.labels)
-
-            def load(i):
-                return tf.gather(images, i), tf.gather(labels, i)
-            n = self.val_set.num_examples
-        else:
-            from datasets.data import as_size
-            from_file = file_loader(self.val_set, as_size(self.image_size), True)
-
-            def load(i):
-                return from_file(i, tf.constant(False))[:2]
-            n = len(self.val_set)
-        return eval_batches(load, n, self.batch_size, num_replicas)
 
     def _callbacks(self, save_dir: str, verbose: bool) -> list:
         self.step_log = cbs.StepLosses(self)

@@ -45,7 +45,10 @@ def focal_loss_sum(targets, logits, alpha: float = FOCAL_ALPHA,
 
 
 def dice_loss(probabilities, targets):
-    """1 - 2 sum(p q) / (sum(p^2) + sum(q^2)) for each mask of (N, H, W); shape (N,)."""
+    """1 - 2 sum(p q) / (sum(p^2) + sum(q^2)) for each mask of (N, H, W); shape (N,).
+
+    Our own: `keras.losses.Dice` divides by sum(p) + sum(q), not the squares SOLO's
+    Sec. 3.3.2 uses, and reduces over the batch rather than per mask."""
     p = tf.cast(probabilities, tf.float32)
     q = tf.cast(targets, tf.float32)
     overlap = tf.reduce_sum(p * q, axis=[1, 2])

@@ -13,8 +13,8 @@ from PIL import Image
 
 from datasets import data as dataset
 from datasets.decode import file_table
-from datasets.stream import (augment_mode, epoch_order, make_training_stream,
-                             rescale_and_crop)
+from datasets.augment import augment_mode, epoch_order, rescale_and_crop
+from datasets.stream import make_training_stream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IGNORE = dataset.IGNORE_LABEL

@@ -104,17 +104,14 @@ def _first_epoch(run):
         return next(csv.DictReader(f))
 
 
-# In a fresh process (logical devices must be set before TensorFlow starts): the
-# mirrored run, then the same run stopped after its first step and resumed.
-MIRRORED = r"""
+# Run in fresh processes (logical devices and the multi-worker strategy must be set
+# up before TensorFlow starts): train.py's main, once stopped after its first step as
+# Ctrl-C would (by `asks_to_stop`), then resumed.
+STOP_THEN_RESUME = r"""
 import json, os, sys
 import keras
 import train
 from learning.optimizers import MomentumOptimizer
-
-args, out = json.loads(sys.argv[1]), sys.argv[2]
-train.main(args + ["--out", out + "/mirrored", "--strategy", "mirrored",
-                   "--cpu-devices", "2"])
 
 
 class StopAfterFirstStep(keras.callbacks.Callback):
@@ -126,58 +123,39 @@ class StopAfterFirstStep(keras.callbacks.Callback):
         self.trainer.request_stop()
 
 
-plain_init = MomentumOptimizer.__init__
+def stop_then_resume(args, out, resume_out, asks_to_stop=True):
+    plain_init = MomentumOptimizer.__init__
 
+    def stopping_init(self, *a, **k):
+        plain_init(self, *a, **k)
+        if asks_to_stop:
+            self.callbacks.append(StopAfterFirstStep(self))
+    MomentumOptimizer.__init__ = stopping_init
+    try:
+        train.main(args + ["--out", out])
+    except Exception as e:
+        print("stopped:", type(e).__name__)
+    MomentumOptimizer.__init__ = plain_init
+    train.main(args + ["--out", resume_out, "--resume"])
+"""
 
-def stopping_init(self, *a, **k):
-    plain_init(self, *a, **k)
-    self.callbacks.append(StopAfterFirstStep(self))
-
-
-MomentumOptimizer.__init__ = stopping_init
-try:
-    train.main(args + ["--out", out + "/cut", "--strategy", "mirrored"])
-except Exception as e:
-    print("stopped:", type(e).__name__)
-MomentumOptimizer.__init__ = plain_init
-train.main(args + ["--out", out + "/cut", "--strategy", "mirrored", "--resume"])
+# The mirrored run, then the same run stopped after its first step and resumed.
+MIRRORED = STOP_THEN_RESUME + r"""
+args, out = json.loads(sys.argv[1]), sys.argv[2]
+train.main(args + ["--out", out + "/mirrored", "--strategy", "mirrored",
+                   "--cpu-devices", "2"])
+stop_then_resume(args + ["--strategy", "mirrored"], out + "/cut", out + "/cut")
 """
 
 # One worker of a two-worker job (TF_CONFIG): the chief alone is asked to stop after
 # the first step (Ctrl-C there); every worker must stop at that step, then all resume
 # from the chief's folder (the shared disk). Worker 1's own --out of the first run
 # must stay unwritten.
-MULTIWORKER = MIRRORED.split("args, out =")[0] + r"""
+MULTIWORKER = STOP_THEN_RESUME + r"""
 args = json.loads(sys.argv[1]) + ["--strategy", "multiworker"]
 run, shared = sys.argv[2:4]  # --out of the run, of the resume (the chief's)
 chief = json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 0
-
-
-class StopOnChief(keras.callbacks.Callback):
-    def __init__(self, trainer):
-        super().__init__()
-        self.trainer = trainer
-
-    def on_train_batch_end(self, batch, logs=None):
-        if chief:
-            self.trainer.request_stop()
-
-
-plain_init = MomentumOptimizer.__init__
-
-
-def stopping_init(self, *a, **k):
-    plain_init(self, *a, **k)
-    self.callbacks.append(StopOnChief(self))
-
-
-MomentumOptimizer.__init__ = stopping_init
-try:
-    train.main(args + ["--out", run])
-except Exception as e:
-    print("stopped:", type(e).__name__)
-MomentumOptimizer.__init__ = plain_init
-train.main(args + ["--out", shared, "--resume"])
+stop_then_resume(args, run, shared, asks_to_stop=chief)
 """
 
 

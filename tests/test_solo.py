@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.solo import (SOLO, CoordinateChannels, default_scale_ranges, mask_iou,
-                         mask_nms, matrix_nms)
+from models.solo import SOLO, CoordinateChannels, default_scale_ranges
+from models.solo_nms import mask_iou, mask_nms, matrix_nms
 from models.solo_loss import SOLOLoss, dice_loss, focal_loss_sum, positive_masks
 from models.solo_targets import solo_targets
 

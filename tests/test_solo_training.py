@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from datasets.instances import ensure_instance_demo, read_annotations
-from datasets.stream import epoch_order
+from datasets.augment import epoch_order
 from learning import cli
 from learning.instance_training import MaskAPEvaluator, instance_training_stream
 from models import ARCHITECTURES
