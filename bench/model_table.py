@@ -27,6 +27,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import learning  # noqa: E402,F401 (TensorFlow CPU settings, as the scripts)
 import keras  # noqa: E402
 
 from models import ARCHITECTURES  # noqa: E402

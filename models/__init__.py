@@ -9,6 +9,7 @@ opens in a plain Python session:
 `ARCHITECTURES` maps each `--model` name to its `SegNet` class.
 """
 
+import learning  # noqa: F401 (its TensorFlow CPU settings, before TensorFlow loads)
 from models import layers, losses, metrics  # noqa: F401 (registers custom objects)
 from models.deeplab import DeepLabV3Plus
 from models.fcn import FCN8s, FCN16s, FCN32s

@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 
+import learning  # noqa: E402,F401 (TensorFlow CPU settings, as the scripts have them)
 import pytest  # noqa: E402
 
 SAMPLE_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..",

@@ -320,7 +320,7 @@ def test_fused_batch_norm_is_keras_batch_norm(training):
     grads = []
     for layer in (ours, theirs):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(x_var, training=True) ** 2 * x_var)
+            loss = tf.reduce_sum(layer(x_var, training=training) ** 2 * x_var)
         grads.append(tape.gradient(loss, [x_var] + layer.trainable_weights))
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)

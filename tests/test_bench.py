@@ -1,5 +1,6 @@
 """bench/throughput.py end to end at a toy size: every mode gives a row, and the
-fraction of the matmul peak is the row's GFLOP/s over the measured sgemm rate."""
+fraction of the matmul peak is the row's GFLOP/s over the best measured sgemm rate;
+bench/profile_ops.py's per-op table of a training step."""
 
 import importlib.util
 import json
@@ -10,10 +11,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def throughput_script():
-    """Imports bench/throughput.py by path (bench/ is not a package)."""
+def bench_script(name="throughput"):
+    """Imports bench/<name>.py by path (bench/ is not a package)."""
     spec = importlib.util.spec_from_file_location(
-        "throughput_script", os.path.join(ROOT, "bench", "throughput.py"))
+        f"{name}_script", os.path.join(ROOT, "bench", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -21,13 +22,16 @@ def throughput_script():
 
 def test_throughput_rows_for_every_mode(tmp_path):
     out = tmp_path / "rows.json"
-    rows = throughput_script().main(["--models", "unet", "--sizes", "64",
+    rows = bench_script().main(["--models", "unet", "--sizes", "64",
                                      "--batch-size", "2", "--steps", "2",
                                      "--input-images", "16", "--json", str(out)])
     assert json.loads(out.read_text()) == rows  # the file is the list of rows
     assert sorted(r["mode"] for r in rows) == ["evaluate", "input", "predict", "train"]
     for r in rows:
         assert r["images_per_second"] > 0 and r["sgemm_gflops_per_second"] > 0
+        # timed at the start and after the one model and size; the best is the peak
+        assert len(r["sgemm_runs"]) == 2
+        assert r["sgemm_gflops_per_second"] == max(r["sgemm_runs"])
         if r["mode"] == "input":  # no network runs: no FLOPs
             assert r["gflops_per_second"] is None
             continue
@@ -41,4 +45,17 @@ def test_throughput_rows_for_every_mode(tmp_path):
 
 def test_throughput_rejects_a_size_the_model_cannot_take():
     with pytest.raises(SystemExit):  # argparse's usage error, before any timing
-        throughput_script().main(["--models", "unet", "--sizes", "100"])
+        bench_script().main(["--models", "unet", "--sizes", "100"])
+
+
+def test_profile_ops_tables_the_training_step(capsys):
+    bench_script("profile_ops").main(["--model", "unet", "--size", "64",
+                                      "--batch-size", "2", "--steps", "1", "--top", "50"])
+    out = capsys.readouterr().out
+    op_types, layers = out.split("| layer |")
+    shares = [float(line.rsplit("|", 2)[1].strip(" %"))
+              for line in op_types.splitlines() if line.startswith("| ") and "%" in line]
+    assert shares == sorted(shares, reverse=True) and 50 < sum(shares) <= 100.05
+    assert "Conv2DBackpropFilter" in op_types  # the weights' gradient: a training step
+    assert "| compile_loss |" in layers or "| sgd |" in layers  # outside the model
+    assert "| bottom_2_conv |" in layers  # the model's own layer names

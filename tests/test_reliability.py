@@ -80,10 +80,18 @@ class SignalAt(keras.callbacks.Callback):
             os.kill(os.getpid(), self.signum)
 
 
-@pytest.mark.parametrize("step", [1, 3], ids=["mid-epoch", "last step"])
-def test_sigterm_then_resume_is_exact(demo_root, tmp_path, step):
+@pytest.fixture(scope="module")
+def straight_run(demo_root, tmp_path_factory):
+    """The uninterrupted 3-epoch run that each interrupted one must reproduce."""
+    run = tmp_path_factory.mktemp("straight")
     straight = make_optimizer(demo_root, 3)
-    straight.train(str(tmp_path / "a"), verbose=False)
+    straight.train(str(run), verbose=False)
+    return straight, run
+
+
+@pytest.mark.parametrize("step", [1, 3], ids=["mid-epoch", "last step"])
+def test_sigterm_then_resume_is_exact(demo_root, straight_run, tmp_path, step):
+    straight, straight_dir = straight_run
 
     # SIGTERM as a step of the 2nd epoch ends (an epoch has 4 steps): the run stops
     # before the next step and saves. After the 2nd step that leaves 2 steps done; after
@@ -107,7 +115,7 @@ def test_sigterm_then_resume_is_exact(demo_root, tmp_path, step):
     for va, vb in zip(a.optimizer.variables, b.optimizer.variables):
         np.testing.assert_allclose(np.asarray(va), np.asarray(vb), rtol=1e-5, atol=1e-6)
     # The interrupted epoch's row (loss, train and validation score) is as if unbroken.
-    rows_a, rows_b = history(tmp_path / "a"), history(tmp_path / "b")
+    rows_a, rows_b = history(straight_dir), history(tmp_path / "b")
     assert [r["epoch"] for r in rows_b] == ["1", "2", "3"]
     for ra, rb in zip(rows_a, rows_b):
         for key in ("loss", "train_score", "val_score", "lr"):
