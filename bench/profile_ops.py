@@ -77,6 +77,7 @@ def layer_of(op_name: str, model_name: str, layer_names: set[str]) -> str:
 
 
 def run_steps(net, mode: str, size: int, batch_size: int, steps: int) -> None:
+    """`steps` training steps (`fit`) or predictions on one random batch."""
     images, labels = random_batch(size, batch_size)
     if mode == "train":
         data = tf.data.Dataset.from_tensors((images, labels)).repeat()
@@ -93,7 +94,7 @@ def summarize(events, seconds: float, steps: int, top: int, model) -> None:
         by_type[kind] += dt
         by_layer[layer_of(name, model.name, layer_names)] += dt
     total = sum(by_type.values())
-    print(f"{steps} steps in {seconds:.2f} s wall ({seconds / steps * 1e3:.0f} ms per "
+    print(f"{steps} step(s) in {seconds:.2f} s wall ({seconds / steps * 1e3:.0f} ms per "
           f"step); op time summed over threads {total:.2f} s "
           f"({total / seconds:.2f} cores busy on average)\n")
     for title, table in (("op type", by_type), ("layer", by_layer)):
@@ -113,6 +114,8 @@ def main(argv=None) -> None:
     p.add_argument("--jit", default="auto", choices=["auto", "on", "off"])
     p.add_argument("--top", type=int, default=25, help="rows per table")
     args = p.parse_args(argv)
+    if min(args.size, args.batch_size, args.steps, args.top) < 1:
+        p.error("--size, --batch-size, --steps and --top must be at least 1")
 
     net = build_net(args.model, args.size)
     jit = {"auto": "auto", "on": True, "off": False}[args.jit]
@@ -121,26 +124,13 @@ def main(argv=None) -> None:
     run_steps(net, args.mode, args.size, args.batch_size, 1)  # trace outside the profile
     with tempfile.TemporaryDirectory() as logdir:
         start = time.perf_counter()
-        with _profile(logdir):
+        with tf.profiler.experimental.Profile(logdir):
             run_steps(net, args.mode, args.size, args.batch_size, args.steps)
         seconds = time.perf_counter() - start
         events = list(op_events(logdir))
     if not events:
         sys.exit("the trace recorded no TensorFlow ops (XLA fuses them: try --jit off)")
     summarize(events, seconds, args.steps, args.top, net.model)
-
-
-class _profile:
-    """`tf.profiler.experimental.start/stop` as a context manager."""
-
-    def __init__(self, logdir):
-        self.logdir = logdir
-
-    def __enter__(self):
-        tf.profiler.experimental.start(self.logdir)
-
-    def __exit__(self, *exc):
-        tf.profiler.experimental.stop()
 
 
 if __name__ == "__main__":
