@@ -29,7 +29,24 @@ class StopRequested(Exception):
     """Raised inside `fit` between two steps when a stop was asked for."""
 
 
-class RunControl(keras.callbacks.Callback):
+class TrainerCallback(keras.callbacks.Callback):
+    """A callback of the run `trainer` (a `learning.optimizers.Optimizer`). Its
+    epoch-end work, `after_epoch`, is skipped once a NaN loss has stopped the run
+    (`trainer.nan_at`): nothing of that epoch is scored, kept or saved."""
+
+    def __init__(self, trainer):
+        super().__init__()
+        self.trainer = trainer
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.trainer.nan_at:
+            self.after_epoch(self.trainer, logs)
+
+    def after_epoch(self, t, logs):
+        """The epoch-end work of a run that has not hit a NaN loss."""
+
+
+class RunControl(TrainerCallback):
     """Stops `fit` between two steps when `trainer.stop_requested` is set (by the
     scripts' signal handlers), and handles a run resumed in the middle of an epoch.
 
@@ -41,8 +58,7 @@ class RunControl(keras.callbacks.Callback):
     """
 
     def __init__(self, trainer):
-        super().__init__()
-        self.trainer = trainer
+        super().__init__(trainer)
         self.short_epoch = False
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -77,7 +93,7 @@ class RunControl(keras.callbacks.Callback):
             self.short_epoch = False
 
 
-class StepLosses(keras.callbacks.Callback):
+class StepLosses(TrainerCallback):
     """Collects each step's loss and stops training when it is NaN or infinite.
 
     It reads no variable of its own per step (the old loop read the loss tracker's
@@ -89,8 +105,7 @@ class StepLosses(keras.callbacks.Callback):
     """
 
     def __init__(self, trainer):
-        super().__init__()
-        self.trainer = trainer
+        super().__init__(trainer)
         self.means: dict[int, float] = {}
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -124,7 +139,7 @@ class StepLosses(keras.callbacks.Callback):
             t.step_losses.extend(losses)
 
 
-class PlateauSchedule(keras.callbacks.Callback):
+class PlateauSchedule(TrainerCallback):
     """The article's epoch end, before saving: is the monitored score better (by the
     evaluator's relative `is_better`)? Then the optimizer's learning-rate rule.
 
@@ -133,61 +148,49 @@ class PlateauSchedule(keras.callbacks.Callback):
     no `eps` rule; so the rule stays the article's, in `Optimizer._record_score`.
     """
 
-    def __init__(self, trainer):
-        super().__init__()
-        self.trainer = trainer
-
-    def on_epoch_end(self, epoch, logs=None):
-        t = self.trainer
-        if t.nan_at:
-            return
+    def after_epoch(self, t, logs):
         t.lr_used = t.curr_learning_rate
         t.improved = t._record_score(t.monitored_score(logs))
         self.model.optimizer.learning_rate.assign(t.curr_learning_rate)
 
 
-class Checkpointer(keras.callbacks.Callback):
+class Checkpointer(TrainerCallback):
     """Ends the epoch in the trainer's history and saves: `best.keras` (weights and
     config) when the score improved, then `last.keras` (with the optimizer state)
     and `state.json` (see `Optimizer.save_last`)."""
 
     def __init__(self, trainer, save_dir: str):
-        super().__init__()
-        self.trainer = trainer
+        super().__init__(trainer)
         self.save_dir = save_dir
 
-    def on_epoch_end(self, epoch, logs=None):
-        t = self.trainer
-        if t.nan_at:
-            return
+    def after_epoch(self, t, logs):
         t.finish_epoch(logs)
         if t.improved:
             t.model.save(os.path.join(self.save_dir, "best.keras"))
         t.save_last(self.save_dir)
 
 
-class HistoryWriter(keras.callbacks.Callback):
+class HistoryWriter(TrainerCallback):
     """Writes `history.csv` and `learning_curve.png` after every epoch, and prints
     the epoch's line (loss, train and validation score, rate, saved)."""
 
     def __init__(self, trainer, save_dir: str, verbose: bool = True):
-        super().__init__()
-        self.trainer = trainer
+        super().__init__(trainer)
         self.save_dir = save_dir
         self.verbose = verbose
 
-    def on_epoch_end(self, epoch, logs=None):
+    def after_epoch(self, t, logs):
         from learning.utils import plot_learning_curve, write_history_csv
-        t = self.trainer
-        if t.nan_at:
-            return
         write_history_csv(os.path.join(self.save_dir, "history.csv"), t.epochs)
         plot_learning_curve(os.path.join(self.save_dir, "learning_curve.png"),
                             t.step_losses, t.epochs, t.evaluator.name, t.evaluator.mode)
         if self.verbose:
-            row = t.epochs[-1]
-            val = ("" if row["val_score"] is None
-                   else f" | val {t.evaluator.name} {row['val_score']:.4f}")
-            print(f"[epoch {row['epoch']}/{t.num_epochs}] loss {row['loss']:.4f} | train "
-                  f"{t.evaluator.name} {row['train_score']:.4f}{val} | lr "
-                  f"{row['lr']:.2e}{' | best, saved' if row['best'] else ''}")
+            print(self.epoch_line(t, t.epochs[-1]), flush=True)
+
+    def epoch_line(self, t, row: dict) -> str:
+        """The line printed at an epoch's end, from its history row."""
+        val = ("" if row["val_score"] is None
+               else f" | val {t.evaluator.name} {row['val_score']:.4f}")
+        return (f"[epoch {row['epoch']}/{t.num_epochs}] loss {row['loss']:.4f} | train "
+                f"{t.evaluator.name} {row['train_score']:.4f}{val} | lr "
+                f"{row['lr']:.2e}{' | best, saved' if row['best'] else ''}")

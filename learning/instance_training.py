@@ -117,18 +117,11 @@ def write_subset_annotations(annotations_path: str, image_ids, out_path: str) ->
     return out_path
 
 
-class MaskAPScore(keras.callbacks.Callback):
+class MaskAPScore(cbs.TrainerCallback):
     """At each epoch end, before the article's bookkeeping reads the score: the
     validation mask AP, AP50 and AP75 into fit's logs (`val_mask_ap`, ...)."""
 
-    def __init__(self, trainer):
-        super().__init__()
-        self.trainer = trainer
-
-    def on_epoch_end(self, epoch, logs=None):
-        t = self.trainer
-        if t.nan_at:
-            return
+    def after_epoch(self, t, logs):
         results = predict_coco_results(t.model, t.val_set, t.image_size, t.batch_size)
         metrics, _ = evaluate_masks(t.val_annotations, results)
         t.val_metrics = metrics
@@ -138,18 +131,12 @@ class MaskAPScore(keras.callbacks.Callback):
 class InstanceHistoryWriter(cbs.HistoryWriter):
     """`HistoryWriter`'s files, and an epoch line with SOLO's losses and mask AP."""
 
-    def on_epoch_end(self, epoch, logs=None):
-        verbose, self.verbose = self.verbose, False
-        super().on_epoch_end(epoch, logs)
-        self.verbose = verbose
-        t = self.trainer
-        if verbose and not t.nan_at:
-            row = t.epochs[-1]
-            print(f"[epoch {row['epoch']}/{t.num_epochs}] loss {row['loss']:.4f} "
-                  f"(category {row['category_loss']:.4f}, mask {row['mask_loss']:.4f}) | "
-                  f"val mask AP50 {row['val_score']:.4f}, AP {row['val_mask_ap']:.4f}, "
-                  f"AP75 {row['val_mask_ap75']:.4f} | lr {row['lr']:.2e}"
-                  f"{' | best, saved' if row['best'] else ''}", flush=True)
+    def epoch_line(self, t, row: dict) -> str:
+        return (f"[epoch {row['epoch']}/{t.num_epochs}] loss {row['loss']:.4f} "
+                f"(category {row['category_loss']:.4f}, mask {row['mask_loss']:.4f}) | "
+                f"val mask AP50 {row['val_score']:.4f}, AP {row['val_mask_ap']:.4f}, "
+                f"AP75 {row['val_mask_ap75']:.4f} | lr {row['lr']:.2e}"
+                f"{' | best, saved' if row['best'] else ''}")
 
 
 class InstanceOptimizer(MomentumOptimizer):
