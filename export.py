@@ -126,16 +126,17 @@ def export(model, out: str, fmt: str) -> str:
 
 def flex_ops(path: str) -> list[str]:
     """The TensorFlow ops a `.tflite` file keeps outside LiteRT's builtin set (Flex
-    ops, e.g. SegNet's MaxPoolWithArgmax), which a plain LiteRT runtime cannot run."""
-    import warnings
+    ops, e.g. SegNet's MaxPoolWithArgmax), which a plain LiteRT runtime cannot run:
+    read from the op list TensorFlow's model analyzer prints (`Op#1 FlexName(...)`)."""
+    import contextlib
+    import io
+    import re
 
     import tensorflow as tf
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
-        interpreter = tf.lite.Interpreter(model_path=path)
-    # A private method, but the only op listing short of parsing the flatbuffer.
-    ops = getattr(interpreter, "_get_ops_details", list)()
-    return sorted({op["op_name"][4:] for op in ops if op["op_name"].startswith("Flex")})
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        tf.lite.experimental.Analyzer.analyze(model_path=path)
+    return sorted(set(re.findall(r"Op#\d+ Flex(\w+)\(", report.getvalue())))
 
 
 def usage(fmt: str, path: str) -> str:
@@ -163,17 +164,20 @@ def main(argv=None) -> int:
     # Both checks come before loading anything, so a wrong call fails at once.
     check_converter(args.format)
     check_out(args.out, args.overwrite)
-    from learning.labels import CLASS_NAMES
-    from models.nn import SegNet
+    from common.labels import CLASS_NAMES
+    from learning.runs import checkpoint_path, load_checkpoint
     # TensorFlow logs "Assets written to: <the temporary folder>", which misleads;
     # tf2onnx logs each optimisation pass.
     for logger in ("tensorflow", "tf2onnx"):
         logging.getLogger(logger).setLevel(logging.WARNING)
 
-    ckpt = cli.checkpoint_path(args.run, args.checkpoint)
-    net = SegNet.load(ckpt)
+    ckpt = checkpoint_path(args.run, args.checkpoint)
+    net = load_checkpoint(ckpt)
+    if net.task != "semantic":
+        raise ValueError(f"export.py exports semantic models (a probability map per "
+                         f"image); {ckpt} holds {net.architecture}, an {net.task} model")
     print(f"exporting {ckpt} ({net.architecture}) as {args.format}")
-    path = export(net.model, args.out, args.format)
+    path = export(net, args.out, args.format)
     classes = (", ".join(f"{i}={c}" for i, c in enumerate(CLASS_NAMES))
                if net.num_classes == len(CLASS_NAMES) else f"{net.num_classes} classes")
     print(f"wrote {path}\n"

@@ -21,6 +21,11 @@ import sys
 from learning import cli
 from learning.distribute import STRATEGIES
 
+# Flags that set a constructor argument of some architectures only: flag -> argument.
+MODEL_FLAGS = {"--loss": "loss", "--k": "k", "--upsample": "upsample",
+               "--output-stride": "output_stride", "--aspp-rates": "aspp_rates",
+               "--solo-backbone": "backbone", "--solo-head": "head"}
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -29,11 +34,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="folder holding train/ (images/ + masks/), or 'demo'")
     p.add_argument("--out", default="runs/gcn", help="run folder for checkpoints & plots")
     p.add_argument("--model", default="gcn", help="architecture: " + ", ".join(_models()))
-    p.add_argument("--image-size", type=int, default=512,
+    p.add_argument("--image-size", type=cli.positive_int, default=512,
                    help="images are centre-cropped/padded to this square size")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--epochs", type=int, default=300, help="total epochs of the run")
-    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
+    p.add_argument("--batch-size", type=cli.positive_int, default=8)
+    p.add_argument("--epochs", type=cli.positive_int, default=300,
+                   help="total epochs of the run")
+    p.add_argument("--lr", type=cli.positive_float, default=1e-3,
+                   help="initial learning rate")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--patience", type=int, default=10,
                    help="decay the rate after more than this many epochs without gain")
@@ -42,23 +49,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="skip a decay that changes the rate by no more than this")
     p.add_argument("--score-threshold", type=float, default=1e-4,
                    help="relative gain a validation score needs to count as better")
-    p.add_argument("--evaluator", default="accuracy", choices=["accuracy", "iou"],
-                   help="validation score that picks the best checkpoint")
+    p.add_argument("--evaluator", default=None, choices=["accuracy", "iou"],
+                   help="validation score that picks the best checkpoint (default: "
+                        "accuracy; solo: mask AP50, always)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="seeded random share of train/ held out for validation")
     p.add_argument("--weights", default="imagenet",
                    help="backbone weights: imagenet, a local weights file, or none")
-    p.add_argument("--loss", default="ce", help="ce, dice or ce+dice")
-    p.add_argument("--k", type=int, default=None,
-                   help="GCN kernel size (default: image-size/32 - 1)")
-    p.add_argument("--upsample", default=None, choices=["transpose", "resize"],
-                   help="FCN upsampling (default: transpose)")
-    p.add_argument("--output-stride", type=int, default=None, choices=[8, 16],
-                   help="DeepLab v3+ output stride (default: 16)")
-    p.add_argument("--aspp-rates", type=int, nargs=3, default=None, metavar="R",
-                   help="DeepLab v3+ ASPP dilation rates (default: 6 12 18 at output "
-                        "stride 16, doubled at 8; taps past the feature map are skipped,"
-                        " so large rates on small images cost nothing extra)")
+    p.add_argument("--clipnorm", "--solo-clipnorm", type=float, default=None,
+                   help="clip each step's gradient to this global norm (default: 5 for "
+                        "solo, no clipping otherwise; 0: off)")
     p.add_argument("--augment", default="flip", choices=["none", "flip", "scale"],
                    help="training augmentation: none; random horizontal flips; or "
                         "flips plus random rescaling (0.5-2x) and a random crop "
@@ -78,36 +78,41 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="split the CPU into N logical devices (to try --strategy "
                         "mirrored on a machine without a GPU)")
     p.add_argument("--in-memory", action="store_true",
-                   help="load the whole set into RAM (uint8) instead of streaming")
+                   help="load the whole set into RAM (uint8) instead of streaming "
+                        "(semantic models)")
     p.add_argument("--skip-bad", action="store_true",
-                   help="leave out unreadable/inconsistent files instead of stopping")
+                   help="leave out unreadable/inconsistent files instead of stopping "
+                        "(semantic models)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the split, init, batch order and augmentation")
     p.add_argument("--no-tensorboard", action="store_true",
                    help="do not write TensorBoard logs to OUT/tensorboard")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    solo = p.add_argument_group(
-        "SOLO instance segmentation (--model solo)",
-        "--data holds train/images + train/annotations.json (COCO), or is 'demo' (the "
-        "instance demo); the validation score is COCO mask AP50; --loss, --evaluator "
-        "and --in-memory do not apply")
-    solo.add_argument("--solo-backbone", default="resnet50v2",
-                      choices=["resnet50v2", "small"],
-                      help="ResNet-50 v2 (--weights apply) or a small conv net from "
-                           "random weights (the CPU demo's)")
-    solo.add_argument("--solo-head", default="decoupled", choices=["decoupled", "vanilla"],
-                      help="Decoupled SOLO's X/Y mask head or the paper's S^2 channels")
-    solo.add_argument("--solo-clipnorm", type=float, default=5.0,
-                      help="clip each step's gradient to this global norm (0: off)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (it stays whole until the new run "
+                        "has saved its first checkpoint)")
+    arch = p.add_argument_group(
+        "architecture options (each applies to the models named; elsewhere it is an "
+        "error)")
+    arch.add_argument("--loss", default=None, choices=["ce", "dice", "ce+dice"],
+                      help="pixel loss of the semantic models (default: ce)")
+    arch.add_argument("--k", type=int, default=None,
+                      help="gcn: kernel size (default: image-size/32 - 1)")
+    arch.add_argument("--upsample", default=None, choices=["transpose", "resize"],
+                      help="fcn*: upsampling (default: transpose)")
+    arch.add_argument("--output-stride", type=int, default=None, choices=[8, 16],
+                      help="deeplabv3plus: output stride (default: 16)")
+    arch.add_argument("--aspp-rates", type=int, nargs=3, default=None, metavar="R",
+                      help="deeplabv3plus: ASPP dilation rates (default: 6 12 18 at "
+                           "output stride 16, doubled at 8; taps past the feature map "
+                           "are skipped, so large rates on small images cost nothing)")
+    arch.add_argument("--solo-backbone", default=None, choices=["resnet50v2", "small"],
+                      help="solo: ResNet-50 v2 (--weights apply) or a small conv net "
+                           "from random weights, the CPU demo's (default: resnet50v2)")
+    arch.add_argument("--solo-head", default=None, choices=["decoupled", "vanilla"],
+                      help="solo: Decoupled SOLO's X/Y mask head or the paper's S^2 "
+                           "channels (default: decoupled)")
     return p
-
-
-def _strategy(args):
-    """The `tf.distribute` strategy of --strategy (after --cpu-devices)."""
-    from learning import distribute
-    if args.cpu_devices:
-        distribute.use_cpu_devices(args.cpu_devices)
-    return distribute.make_strategy(args.strategy)
 
 
 def _models() -> list[str]:
@@ -115,42 +120,64 @@ def _models() -> list[str]:
     return sorted(ARCHITECTURES)
 
 
-def build_net(args):
-    """The architecture named by --model, with the flags that apply to it."""
+def model_class(args):
+    """The class of --model."""
     from models import ARCHITECTURES
     if args.model not in ARCHITECTURES:
         raise ValueError(f"unknown --model {args.model!r}; choose from {_models()}")
-    cls = ARCHITECTURES[args.model]
-    if args.model == "solo":  # no pixel loss; its own flags
-        from learning.instance_scripts import build_solo
-        return build_solo(args)
+    return ARCHITECTURES[args.model]
+
+
+def build_model(args):
+    """The architecture named by --model, with the flags that apply to it; a flag
+    that does not apply is an error naming it."""
+    from models import ARCHITECTURES
+    cls = model_class(args)
+    accepted = inspect.signature(cls.__init__).parameters
+    options = {}
+    for flag, name in MODEL_FLAGS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is None:
+            continue
+        if name not in accepted:
+            takers = [m for m, c in sorted(ARCHITECTURES.items())
+                      if name in inspect.signature(c.__init__).parameters]
+            raise ValueError(f"{flag} does not apply to --model {args.model} (it "
+                             f"applies to {', '.join(takers)})")
+        options[name] = value
     weights = None if str(args.weights).lower() == "none" else args.weights
-    if weights is not None and not getattr(cls, "pretrained_backbone", True):
-        print(f"note: {args.model} has no pretrained backbone; training from random "
+    pretrained = cls.pretrained_backbone and options.get("backbone") != "small"
+    if weights is not None and not pretrained:
+        print(f"note: {args.model} has no pretrained backbone here; training from random "
               f"weights (--weights {args.weights} ignored)")
         weights = None
-    wanted = {"input_size": args.image_size, "k": args.k, "upsample": args.upsample,
-              "output_stride": args.output_stride, "aspp_rates": args.aspp_rates}
-    accepted = inspect.signature(cls.__init__).parameters
-    options = {k: v for k, v in wanted.items() if v is not None and k in accepted}
-    net = cls(weights=weights, loss=args.loss, **options)
-    net.check_input_size(args.image_size, args.image_size)
-    return net
+    model = cls(weights=weights, input_size=args.image_size, **options)
+    model.check_input_size(args.image_size, args.image_size)
+    return model
+
+
+def check_resume(args) -> None:
+    """Names the flags that differ from those of the run --resume continues."""
+    from learning.runs import read_run_config
+    saved = read_run_config(args.out).get("args", {})
+    ignore = {"resume", "epochs", "weights", "strategy", "cpu_devices"}
+    changed = {k: (saved[k], v) for k, v in vars(args).items()
+               if k in saved and k not in ignore and saved[k] != v}
+    if changed:
+        print(f"warning: flags differ from the run being resumed: {changed}")
 
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    strategy = _strategy(args)  # before TensorFlow does anything else (its rule)
-    if args.model == "solo":  # instances: own data, score (mask AP), same trainer
-        from learning import instance_scripts
-        return instance_scripts.train(args, strategy)
+    from learning import distribute
+    if args.cpu_devices:
+        distribute.use_cpu_devices(args.cpu_devices)
+    strategy = distribute.make_strategy(args.strategy)  # before TF does anything else
     import keras
 
-    from datasets import data as dataset
-    from datasets.stream import split_paths
-    from learning import distribute
-    from learning.evaluators import EVALUATORS
     from learning.optimizers import MomentumOptimizer
+    from learning.runs import check_out
+    from learning.tasks import TASKS
 
     print("config:", json.dumps(vars(args), sort_keys=True))
     replicas, chief = strategy.num_replicas_in_sync, distribute.is_chief(strategy)
@@ -160,71 +187,43 @@ def main(argv=None) -> int:
     print(f"replicas: {replicas} ({args.strategy}); batch {args.batch_size} global, "
           f"{args.batch_size // replicas} per replica"
           + ("" if chief else "; this worker writes nothing to --out (the chief does)"))
-    keras.utils.set_random_seed(args.seed)
-    root = cli.data_root(args.data)
-    train_dir = cli.split_dir(root, "train")
-    paths, skipped = cli.good_paths(train_dir, args.skip_bad)
-    train_paths, val_paths = split_paths(paths, args.val_fraction, args.seed)
-    print(f"data: {len(train_paths)} training and {len(val_paths)} validation images "
-          f"from {train_dir}" + (f"; {len(skipped)} bad file(s) skipped (listed above, "
-                                 f"and in {args.out}/config.json)" if skipped else ""))
-    if args.resume and not os.path.isfile(os.path.join(args.out, "last.keras")):
-        raise FileNotFoundError(f"--resume: no {args.out}/last.keras to continue from")
+    task = TASKS[model_class(args).task]
+    train_dir = cli.split_dir(cli.data_root(args.data, task), "train")
+    if chief:  # an --out this run may not write fails now, before anything is built
+        check_out(args.out, args.resume, args.overwrite)
     if args.resume:
-        saved = cli.read_run_config(args.out).get("args", {})
-        if "no_augment" in saved:  # a run from before --augment
-            saved["augment"] = "none" if saved.pop("no_augment") else "flip"
-        ignore = {"resume", "epochs", "weights", "strategy", "cpu_devices"}
-        changed = {k: (saved[k], v) for k, v in vars(args).items()
-                   if k in saved and k not in ignore and saved[k] != v}
-        if changed:
-            print(f"warning: flags differ from the run being resumed: {changed}")
+        check_resume(args)
+    keras.utils.set_random_seed(args.seed)
     keras.mixed_precision.set_global_policy(args.precision)
     # Everything that makes variables (model, optimizer, metrics) runs in the
     # strategy's scope; Keras' fit then trains every replica in step.
     with strategy.scope():
-        net = build_net(args)
-        print(f"model: {args.model}, {net.model.count_params():,} parameters")
-        train_set, val_set = train_paths, val_paths or None
-        if args.in_memory:
-            train_set = _in_memory(train_paths, args.image_size, dataset)
-            val_set = _in_memory(val_paths, args.image_size, dataset) if val_paths else None
-        if chief:
-            os.makedirs(args.out, exist_ok=True)
-        if chief and not args.resume:
-            from learning.utils import write_json
-            write_json(os.path.join(args.out, "config.json"),
-                       {"args": vars(args), "model": net.config,
-                        "train_images": len(train_paths), "val_images": len(val_paths),
-                       "val_names": [dataset.image_name(p) for p in val_paths],
-                       "skipped_files": skipped})
-        optimizer = MomentumOptimizer(
-            net, train_set, EVALUATORS[args.evaluator](), val_set,
+        model = build_model(args)
+        print(f"model: {args.model}, {model.count_params():,} parameters")
+        data = task.read_training_data(train_dir, args, model)
+        config = {"args": vars(args), "model": {"architecture": model.architecture,
+                                                **model.get_config()}, **data.info}
+        clipnorm = task.clipnorm if args.clipnorm is None else args.clipnorm
+        trainer = MomentumOptimizer(
+            model, data.train, task.evaluator(args), data.val,
             batch_size=args.batch_size, num_epochs=args.epochs, learning_rate=args.lr,
             momentum=args.momentum, learning_rate_patience=args.patience,
-            learning_rate_decay=args.decay, eps=args.eps, image_size=args.image_size,
+            learning_rate_decay=args.decay, eps=args.eps,
             score_threshold=args.score_threshold, augment=args.augment,
-            seed=args.seed, tensorboard=not args.no_tensorboard,
+            seed=args.seed, clipnorm=clipnorm or None,
+            tensorboard=not args.no_tensorboard,
             jit_compile={"auto": "auto", "on": True, "off": False}[args.jit])
-        with cli.stop_on_signals(optimizer):
-            history = optimizer.train(args.out, resume=args.resume)
+        with cli.stop_on_signals(trainer):
+            history = trainer.train(args.out, resume=args.resume,
+                                    overwrite=args.overwrite, config=config)
     if not chief:
         return 0
-    print(f"best validation {args.evaluator}: {history['best_score']:.4f}")
+    print(f"best validation {trainer.evaluator.name}: {history['best_score']:.4f}")
     print(f"checkpoints: {args.out}/best.keras, {args.out}/last.keras")
     print(f"learning curve: {args.out}/learning_curve.png; history: {args.out}/history.csv")
     if not args.no_tensorboard:
         print(f"TensorBoard: tensorboard --logdir {args.out}/tensorboard")
     return 0
-
-
-def _in_memory(paths, image_size, dataset):
-    """A `DataSet` of the given files (uint8 arrays; ~1 MB per 512x512 pair)."""
-    import numpy as np
-    examples = [dataset.load_example(p, image_size) for p in paths]
-    return dataset.DataSet(np.stack([e.image for e in examples]),
-                           np.stack([e.label for e in examples]),
-                           names=[dataset.image_name(p) for p in paths])
 
 
 if __name__ == "__main__":

@@ -81,9 +81,9 @@ def describe(name: str, size: int) -> dict:
     """Parameters and forward GFLOPs of the default `name` network at size x size."""
     net = ARCHITECTURES[name](weights=None)
     fixed = keras.models.clone_model(
-        net.model, input_tensors=keras.Input((size, size, 3), dtype="uint8"))
-    trainable = sum(int(w.numpy().size) for w in net.model.trainable_weights)
-    return {"name": name, "params": net.model.count_params(), "trainable": trainable,
+        net, input_tensors=keras.Input((size, size, 3), dtype="uint8"))
+    trainable = sum(int(w.numpy().size) for w in net.trainable_weights)
+    return {"name": name, "params": net.count_params(), "trainable": trainable,
             "gflops": 2 * conv_macs(fixed) / 1e9, "stride": net.output_stride}
 
 

@@ -28,13 +28,14 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(BENCH_DIR))
 sys.path.insert(0, BENCH_DIR)
 
-import learning  # noqa: E402,F401 (TensorFlow CPU settings, as the scripts)
+import common  # noqa: E402,F401 (TensorFlow's settings, as the scripts make them)
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
 from learning.evaluators import IoUEvaluator  # noqa: E402
 from learning.optimizers import MomentumOptimizer  # noqa: E402
-from throughput import SEMANTIC, build_net, random_batch  # noqa: E402
+from throughput import SEMANTIC  # noqa: E402
+from timing import build_net, random_batch  # noqa: E402
 
 # TF op events are named "scope/.../name:OpType"; framework events (the executor,
 # function calls, tf.data) have no ":Type" and are left out of the op table.
@@ -81,10 +82,10 @@ def run_steps(net, mode: str, size: int, batch_size: int, steps: int) -> None:
     images, labels = random_batch(size, batch_size)
     if mode == "train":
         data = tf.data.Dataset.from_tensors((images, labels)).repeat()
-        net.model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+        net.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
     else:
         for _ in range(steps):
-            net.model.predict_on_batch(images)
+            net.predict_on_batch(images)
 
 
 def summarize(events, seconds: float, steps: int, top: int, model) -> None:
@@ -120,7 +121,7 @@ def main(argv=None) -> None:
     net = build_net(args.model, args.size)
     jit = {"auto": "auto", "on": True, "off": False}[args.jit]
     MomentumOptimizer(net, [], IoUEvaluator(), batch_size=args.batch_size,
-                      image_size=args.size, jit_compile=jit)._compile()
+                      jit_compile=jit).compile()
     run_steps(net, args.mode, args.size, args.batch_size, 1)  # trace outside the profile
     with tempfile.TemporaryDirectory() as logdir:
         start = time.perf_counter()
@@ -130,7 +131,7 @@ def main(argv=None) -> None:
         events = list(op_events(logdir))
     if not events:
         sys.exit("the trace recorded no TensorFlow ops (XLA fuses them: try --jit off)")
-    summarize(events, seconds, args.steps, args.top, net.model)
+    summarize(events, seconds, args.steps, args.top, net)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def prepare_sample(sample_dir: str, out_dir: str, max_side: int, num_test: int,
 
     from PIL import Image
 
-    from datasets.data import list_images, load_image, load_trimap, mask_path
+    from datasets.files import list_images, load_image, load_trimap, mask_path
     paths = list_images(sample_dir)
     order = np.random.default_rng(seed).permutation(len(paths))
     for rank, i in enumerate(order):
@@ -72,8 +72,9 @@ def prepare_sample(sample_dir: str, out_dir: str, max_side: int, num_test: int,
 def load_test_split(data: str, size: int):
     """Images, labels (N, size, size) of the test split, as test.py crops them."""
     from datasets.stream import make_dataset
-    test_dir = cli.split_dir(cli.data_root(data), "test")
-    paths, _ = cli.good_paths(test_dir, skip_bad=True)
+    from learning import semantic
+    test_dir = cli.split_dir(cli.data_root(data, semantic), "test")
+    paths, _ = semantic.good_paths(test_dir, skip_bad=True)
     batches = list(make_dataset(paths, size, 8))
     return (np.concatenate([b[0].numpy() for b in batches]),
             np.concatenate([b[1].numpy() for b in batches]))
@@ -145,13 +146,12 @@ def main(argv=None) -> list[dict]:
         return []
     from learning.evaluators import boundary_band
     from models.crf import DEFAULT_SETTINGS
-    from models.nn import SegNet
+    from learning.runs import checkpoint_path, load_checkpoint
     from models.tta import DEFAULT_SCALES, label_predictor
 
-    ckpt = cli.checkpoint_path(args.run, args.checkpoint)
-    net = SegNet.load(ckpt)
-    size = args.image_size or cli.read_run_config(args.run).get("args", {}).get(
-        "image_size", 512)
+    ckpt = checkpoint_path(args.run, args.checkpoint)
+    net = load_checkpoint(ckpt)
+    size = args.image_size or net.input_size
     images, labels = load_test_split(args.data, size)
     images, labels = images[:args.max_images], labels[:args.max_images]
     band = boundary_band(labels, args.band, net.num_classes)
@@ -173,7 +173,7 @@ def main(argv=None) -> list[dict]:
                      "tta": options[0], "crf": options[1]})
         print_row(rows[-1])
     if args.sweep:
-        probs = np.concatenate([net.predict_batch(images[i:i + args.batch_size])
+        probs = np.concatenate([net.probabilities(images[i:i + args.batch_size])
                                 for i in range(0, len(images), args.batch_size)])
         rows += crf_rows(images, labels, probs, band, "", sweep=True)
     if args.oracle_stride:

@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=8)
     args = p.parse_args()
-    from datasets.data import list_images
+    from datasets.files import list_images
     from datasets.stream import make_dataset
     with tempfile.TemporaryDirectory() as root:
         t = time.time()

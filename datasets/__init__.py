@@ -1,4 +1,6 @@
-"""Reading, batching, streaming and preparing the Oxford-IIIT Pet data (and a demo set).
+"""Reading, batching, streaming and preparing the Oxford-IIIT Pet data (and demo sets).
 
 As in the article: ``from datasets import data as dataset``.
 """
+
+import common  # noqa: F401 (TensorFlow's process settings, before TensorFlow loads)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from learning.labels import IGNORE_LABEL
+from common.labels import IGNORE_LABEL
 
 AUGMENTS = ("none", "flip", "scale")
 SCALE_RANGE = (0.5, 2.0)  # "scale": factors drawn uniformly from this range

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from datasets.data import DataError, check_files, list_images, orphan_masks
+from datasets.data import check_files
+from datasets.files import DataError, list_images, orphan_masks
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,9 @@
 """Reading the Oxford-IIIT Pet layout into arrays, and the article's `DataSet`.
 
-A dataset folder holds `images/NAME.{jpg,jpeg,png}` beside `masks/NAME.png`, where a
-mask is an Oxford trimap: 1 = pet, 2 = background, 3 = unknown border. The breed in
-NAME tells the class: a name that starts upper-case is a cat, otherwise a dog.
+Finding and decoding the files, and the errors that name a bad one, are
+`datasets.files`. Its names that the article's code reads through this module
+(`from datasets import data as dataset`, then `dataset.list_images`,
+`dataset.DataError`, ...) are imported here too.
 
 Label encoding (used the same way by the loss, the metrics and the drawing):
 
@@ -15,47 +16,17 @@ for the full dataset; `datasets.stream` avoids holding the set in memory at all)
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Iterable, NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from learning.labels import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES  # noqa: F401 (re-exported)
-
-log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-
-# Oxford trimap values.
-TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_UNKNOWN = 1, 2, 3
-
-# Images with more pixels are refused from their header, before any decoding: a
-# 50-megapixel RGB image takes 150 MB decoded, and the loaders run in parallel. The
-# real release's largest image is far smaller. Raise it with SEG_MAX_IMAGE_PIXELS.
-MAX_IMAGE_PIXELS = int(os.environ.get("SEG_MAX_IMAGE_PIXELS", 50_000_000))
-
-
-class DataError(ValueError):
-    """One file of a dataset folder cannot be used. The message names the file."""
-
-    def __init__(self, path: str, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
-
-
-class DatasetError(ValueError):
-    """A dataset folder has unusable files; `problems` lists every one of them."""
-
-    def __init__(self, data_dir: str, problems: list[DataError]):
-        lines = [f"{len(problems)} bad file(s) in {data_dir}:"]
-        lines += [f"  {p}" for p in problems]
-        lines.append("Fix or remove them, or pass --skip-bad to leave them out.")
-        super().__init__("\n".join(lines))
-        self.data_dir = data_dir
-        self.problems = problems
+from common.labels import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES  # noqa: F401 (re-exported)
+from datasets.files import (TRIMAP_BACKGROUND, TRIMAP_PET, DataError, image_name, is_cat,
+                            list_images, load_image, load_trimap, mask_path,
+                            settle_bad_files)
+from datasets.files import DatasetError, orphan_masks  # noqa: F401 (the article's names)
+from datasets.geometry import as_size, crop_or_pad
 
 
 class Example(NamedTuple):
@@ -67,129 +38,7 @@ class Example(NamedTuple):
     padding: np.ndarray
 
 
-# --------------------------------------------------------------------------- files
-
-
-def image_name(path: str) -> str:
-    """The file name without folder and extension: the key that pairs image and mask."""
-    return os.path.splitext(os.path.basename(path))[0]
-
-
-def is_cat(name: str) -> bool:
-    """Oxford's convention: cat breeds are capitalised (`Bombay_1`), dogs are not."""
-    return name[:1].isupper()
-
-
-def list_image_files(folder: str) -> list[str]:
-    """Sorted paths of the `.jpg`, `.jpeg` and `.png` files of `folder` (extension
-    case ignored); raises `DataError` when the folder is missing or holds none."""
-    if not os.path.isdir(folder):
-        raise DataError(folder, "no such folder")
-    paths = [os.path.join(folder, f) for f in os.listdir(folder)
-             if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
-    if not paths:
-        raise DataError(folder, "holds no .jpg, .jpeg or .png image")
-    return sorted(paths)
-
-
-def list_images(data_dir: str) -> list[str]:
-    """Sorted paths of `data_dir/images/*.{jpg,jpeg,png}`.
-
-    Sorting makes the order, and so every seeded split and shuffle, the same on every
-    machine (the article used glob order, which is not).
-    """
-    images_dir = os.path.join(data_dir, "images")
-    if not os.path.isdir(images_dir):
-        raise DataError(images_dir, "no such folder; a dataset folder needs images/ "
-                        "(and masks/ for labelled data)")
-    return list_image_files(images_dir)
-
-
-def mask_path(image_path: str) -> str:
-    """`ROOT/images/NAME.ext` -> `ROOT/masks/NAME.png`."""
-    root = os.path.dirname(os.path.dirname(image_path))
-    return os.path.join(root, "masks", image_name(image_path) + ".png")
-
-
-def orphan_masks(data_dir: str) -> list[str]:
-    """Masks that no image in `data_dir/images` pairs with (they are never read)."""
-    masks_dir = os.path.join(data_dir, "masks")
-    if not os.path.isdir(masks_dir):
-        return []
-    try:
-        names = {image_name(p) for p in list_images(data_dir)}
-    except DataError:
-        names = set()
-    return sorted(os.path.join(masks_dir, f) for f in os.listdir(masks_dir)
-                  if f.lower().endswith(".png") and image_name(f) not in names)
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _open(path: str) -> Image.Image:
-    """Opens and decodes an image file, or raises `DataError` saying what is wrong."""
-    try:
-        nbytes = os.path.getsize(path)
-    except OSError as e:
-        raise DataError(path, f"cannot be read ({e.strerror or e})") from None
-    if nbytes == 0:
-        raise DataError(path, "file is empty (0 bytes)")
-    try:
-        with open(path, "rb") as f:
-            im = Image.open(f)  # reads the header only
-            w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:  # refuse before decoding a single pixel
-                raise DataError(path, f"image is {w}x{h} ({w * h / 1e6:.1f} megapixels), "
-                                f"over the {MAX_IMAGE_PIXELS / 1e6:g}-megapixel limit; "
-                                "downscale it, or raise SEG_MAX_IMAGE_PIXELS")
-            im.load()  # decodes now, so a truncated file fails here and not later
-    except DataError:
-        raise
-    except UnidentifiedImageError:
-        raise DataError(path, "not an image (the content is no format Pillow reads: "
-                        "JPEG, PNG, GIF, ...)") from None
-    except Image.DecompressionBombError as e:
-        raise DataError(path, f"image is too large to decode safely ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(path, f"not a readable image ({e})") from None
-    return im
-
-
-def load_image(path: str) -> np.ndarray:
-    """Decodes any image the real release ships into (H, W, 3) uint8 RGB.
-
-    The content decides, not the extension: the release has GIFs and PNGs named `.jpg`,
-    greyscale, RGBA, palette and CMYK JPEGs; 16-bit images are scaled to 8 bits.
-    Raises `DataError` naming the file when it is empty, truncated or not an image.
-    """
-    im = _open(path)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=-1)
-    if im.mode == "F":
-        raise DataError(path, "floating-point image; expected 8- or 16-bit")
-    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-
-
-def load_trimap(path: str) -> np.ndarray:
-    """Reads an Oxford trimap into (H, W) uint8 and checks its values are 1, 2 or 3."""
-    if not os.path.exists(path):
-        raise DataError(path, "mask is missing (every image needs masks/NAME.png)")
-    im = _open(path)
-    arr = np.asarray(im)
-    if arr.ndim == 3:
-        if not (arr[..., :3] == arr[..., :1]).all():
-            raise DataError(path, "mask is a colour image; expected a one-channel trimap")
-        arr = arr[..., 0]
-    arr = arr.astype(np.int64)
-    bad = np.setdiff1d(np.unique(arr), [TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_UNKNOWN])
-    if bad.size:
-        shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if bad.size > 8 else "")
-        raise DataError(path, f"mask has values {{{shown}}}; a trimap holds only "
-                        "1 (pet), 2 (background), 3 (unknown)")
-    return arr.astype(np.uint8)
+# --------------------------------------------------------------------------- pairs
 
 
 def trimap_to_label(trimap: np.ndarray, cat: bool) -> np.ndarray:
@@ -198,47 +47,6 @@ def trimap_to_label(trimap: np.ndarray, cat: bool) -> np.ndarray:
     label[trimap == TRIMAP_BACKGROUND] = 0
     label[trimap == TRIMAP_PET] = 1 if cat else 2
     return label
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def as_size(image_size) -> tuple[int, int] | None:
-    """`512` or `(512, 512)` -> `(512, 512)`; None stays None (keep each image's size)."""
-    if image_size is None:
-        return None
-    if isinstance(image_size, (int, np.integer)):
-        image_size = (image_size, image_size)
-    h, w = (int(s) for s in image_size)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"image_size must be positive. Received: {image_size}")
-    return h, w
-
-
-def crop_or_pad(arr: np.ndarray, size: tuple[int, int], fill) -> tuple[np.ndarray, np.ndarray]:
-    """Centre-crops each side longer than `size` and centre-pads each shorter one.
-
-    Returns the array and a bool (H, W) mask that is True on padding. A side of odd
-    excess loses (or gains) the extra row/column at the end, as the article's
-    crop (which first dropped a row/column to make the sides even) did.
-    """
-    out_h, out_w = size
-    h, w = arr.shape[:2]
-    if h > out_h:
-        top = (h - out_h) // 2
-        arr, h = arr[top:top + out_h], out_h
-    if w > out_w:
-        left = (w - out_w) // 2
-        arr, w = arr[:, left:left + out_w], out_w
-    padding = np.zeros((out_h, out_w), dtype=bool)
-    if (h, w) == (out_h, out_w):
-        return np.ascontiguousarray(arr), padding
-    out = np.full((out_h, out_w) + arr.shape[2:], fill, dtype=arr.dtype)
-    y0, x0 = (out_h - h) // 2, (out_w - w) // 2
-    out[y0:y0 + h, x0:x0 + w] = arr
-    padding[:] = True
-    padding[y0:y0 + h, x0:x0 + w] = False
-    return out, padding
 
 
 def load_example(path: str, image_size=None, with_label: bool = True) -> Example:
@@ -297,19 +105,6 @@ def was_checked(path: str) -> bool:
         return _CHECKED.get(path) == _stamp(path)
     except OSError:
         return False
-
-
-def settle_bad_files(data_dir: str, problems: list[DataError], total: int,
-                     skip_bad: bool) -> None:
-    """Raises `DatasetError` listing every bad file, or with `skip_bad` logs each one
-    and how many of `total` were left out."""
-    if not problems:
-        return
-    if not skip_bad:
-        raise DatasetError(data_dir, problems)
-    for p in problems:
-        log.warning("skipped %s", p)
-    log.warning("skipped %d bad file(s) of %d in %s", len(problems), total, data_dir)
 
 
 # --------------------------------------------------------------------------- read_data

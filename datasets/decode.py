@@ -19,9 +19,9 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from datasets.data import (TRIMAP_BACKGROUND, TRIMAP_PET, image_name, is_cat, mask_path,
-                           was_checked)
-from learning.labels import IGNORE_LABEL
+from datasets.data import was_checked
+from datasets.files import TRIMAP_BACKGROUND, TRIMAP_PET, image_name, is_cat, mask_path
+from common.labels import IGNORE_LABEL
 
 _IMAGE_KINDS = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L")}
 

@@ -125,7 +125,7 @@ def eval_batches(load, num_examples: int, batch_size: int,
         load: a tf function from an example index to `(image, label)`.
         num_examples, batch_size, num_replicas: as in `eval_batch_sizes`.
     """
-    from learning.labels import IGNORE_LABEL
+    from common.labels import IGNORE_LABEL
     if batch_size % num_replicas:
         raise ValueError(f"the batch size must be a multiple of the {num_replicas} "
                          f"replicas. Received: {batch_size}")

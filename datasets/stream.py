@@ -15,8 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from datasets.augment import augment_mode, epoch_order, rescale_and_crop
-from datasets.data import DataError, as_size, load_example
+from datasets.data import load_example
 from datasets.decode import file_table, graph_loader
+from datasets.files import DataError
+from datasets.geometry import as_size
 from datasets.replicas import ReplicaSplit, eval_batches
 
 
@@ -62,7 +64,7 @@ def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool 
                  shuffle: bool = False, seed: int = 0, augment: bool = False,
                  with_padding: bool = False, cache: str | None = None,
                  drop_remainder: bool = False) -> tf.data.Dataset:
-    """A batched, prefetched stream over image files (see `datasets.data.list_images`).
+    """A batched, prefetched stream over image files (see `datasets.files.list_images`).
 
     Args:
         paths: image paths; masks are found as `../masks/NAME.png`.

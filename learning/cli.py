@@ -1,27 +1,47 @@
-"""What train.py, test.py and draw.py share: finding data and runs, and turning the
-errors a user can fix into one clear line instead of a traceback."""
+"""What train.py, test.py, draw.py and export.py share: finding data, stopping on a
+signal, the draw loop, and turning the errors a user can fix into one clear line
+instead of a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import json
 import logging
 import os
 import signal
 import sys
 
-# Quiet TensorFlow's start-up chatter before it is imported anywhere.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer above zero (argparse names the flag if not)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number above zero (a learning rate, a clip norm)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
 
 
 def user_errors() -> tuple:
     """Exception types whose message alone tells the user what to fix."""
-    from datasets.data import DataError, DatasetError
+    from datasets.files import DataError, DatasetError
     from learning.optimizers import TrainingError
+    from learning.runs import CheckpointError
     from models.backbones import WeightsError
-    from models.checkpoint import CheckpointError
     # OSError: a missing file, a full disk, no permission; its message names the file.
     return (DataError, DatasetError, WeightsError, CheckpointError, TrainingError,
             ValueError, OSError)
@@ -90,13 +110,13 @@ def add_refinement_flags(p) -> None:
                         "DeepLab v1/v2's post-processing) before the arg-max")
 
 
-def draw_each(paths: list[str], out_dir: str, render, what: str = "overlays") -> int:
+def draw_each(paths: list[str], out_dir: str, render) -> int:
     """draw.py's loop: each readable image of `paths` through `render(image) ->
     picture`, saved as `out_dir/NAME.png`; unreadable ones are logged and skipped.
     Returns the number drawn."""
     from tqdm import tqdm
 
-    from datasets.data import DataError, image_name, load_image
+    from datasets.files import DataError, image_name, load_image
     from learning.visualize import save_rgb
     os.makedirs(out_dir, exist_ok=True)
     done = 0
@@ -109,20 +129,15 @@ def draw_each(paths: list[str], out_dir: str, render, what: str = "overlays") ->
         save_rgb(os.path.join(out_dir, image_name(path) + ".png"), render(image))
         done += 1
     skipped = len(paths) - done
-    print(f"{what}: {done} in {out_dir}/" + (f" ({skipped} unreadable skipped)"
+    print(f"drawn: {done} in {out_dir}/" + (f" ({skipped} unreadable skipped)"
                                              if skipped else ""))
     return done
 
 
-def data_root(arg: str, instances: bool = False) -> str:
-    """`demo` -> the built-in demo set (generated on first use; the instance demo,
-    `datasets.instances`, for an instance model); else the folder."""
-    if arg == "demo" and instances:
-        from datasets.instances import ensure_instance_demo
-        return ensure_instance_demo()
+def data_root(arg: str, task) -> str:
+    """`demo` -> the task's built-in demo set (made on first use); else the folder."""
     if arg == "demo":
-        from datasets import demo
-        return demo.ensure(demo.DEFAULT_ROOT)
+        return task.demo_root()
     if not os.path.isdir(arg):
         raise FileNotFoundError(f"data folder not found: {arg} (expected a folder with "
                                 f"train/ and test/, or 'demo'; to get the real dataset "
@@ -139,50 +154,3 @@ def split_dir(root: str, split: str) -> str:
         return root
     raise FileNotFoundError(f"{path}/images not found: --data must hold {split}/images "
                             f"and {split}/masks")
-
-
-def checkpoint_path(run_dir: str | None, checkpoint: str | None) -> str:
-    """`--checkpoint FILE.keras`, else `RUN/best.keras` (falling back to
-    `RUN/last.keras`)."""
-    if checkpoint:
-        if not os.path.isfile(checkpoint):
-            raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
-        return checkpoint
-    if not run_dir:
-        raise ValueError("give --run RUN_DIR or --checkpoint FILE")
-    for name in ("best.keras", "last.keras"):
-        path = os.path.join(run_dir, name)
-        if os.path.isfile(path):
-            return path
-    raise FileNotFoundError(f"no checkpoint in {run_dir} (expected best.keras or "
-                            f"last.keras written by train.py --out {run_dir})")
-
-
-def read_run_config(run_dir: str | None) -> dict:
-    """The `config.json` train.py saved beside its checkpoints ({} if none)."""
-    if not run_dir:
-        return {}
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
-def good_paths(data_dir: str, skip_bad: bool,
-               with_label: bool = True) -> tuple[list[str], list[str]]:
-    """Every usable image of `data_dir`, after decoding each pair once, and the
-    problems (one `"FILE: what is wrong"` line each) of the files left out.
-
-    Bad files stop the run with the full list (`DatasetError`) unless `skip_bad`,
-    which logs them and goes on with the rest.
-    """
-    from datasets.data import check_files, list_images, orphan_masks, settle_bad_files
-    paths = list_images(data_dir)
-    good, problems = check_files(paths, with_label, progress=len(paths) > 200)
-    for orphan in orphan_masks(data_dir) if with_label else []:
-        logging.warning("%s: mask has no image; ignored", orphan)
-    settle_bad_files(data_dir, problems, len(paths), skip_bad)
-    if not good:
-        raise FileNotFoundError(f"no usable image in {data_dir}")
-    return good, [str(p) for p in problems]

@@ -1,14 +1,10 @@
-"""COCO instance masks: run-length encoding and mask AP through pycocotools.
+"""Mask AP of instance predictions, COCO's own number, through pycocotools.
 
-An instance dataset (`datasets.instances`) stores each pet's mask as a COCO
-run-length encoding (RLE) in `annotations.json`, the format every instance tool reads.
-Class indices are the model's (0 cat, 1 dog); COCO category ids are those plus one
-(`CATEGORIES`), since COCO keeps id 0 free.
-
-Mask AP is COCO's own number (Lin et al., "Microsoft COCO", ECCV 2014, section 6):
-average precision over the IoU thresholds 0.50:0.05:0.95, averaged over categories,
-with masks matched by mask IoU. `mask_ap` runs pycocotools' `COCOeval(iouType="segm")`
-and keeps its printed table out of the caller's output unless asked for.
+Mask AP (Lin et al., "Microsoft COCO", ECCV 2014, section 6): average precision over
+the IoU thresholds 0.50:0.05:0.95, averaged over categories, with masks matched by
+mask IoU. `mask_ap` runs pycocotools' `COCOeval(iouType="segm")` and keeps its printed
+table out of the caller's output unless asked for. The masks themselves are encoded
+by `common.coco`.
 """
 
 from __future__ import annotations
@@ -17,59 +13,8 @@ import contextlib
 import io
 
 import numpy as np
-from pycocotools import mask as rle_tools
 
-CATEGORIES = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
-
-
-def category_id(class_index: int) -> int:
-    """Model class (0 cat, 1 dog) -> COCO category id (1 cat, 2 dog)."""
-    return int(class_index) + 1
-
-
-def class_index(category: int) -> int:
-    """COCO category id (1 cat, 2 dog) -> model class (0 cat, 1 dog)."""
-    return int(category) - 1
-
-
-# --------------------------------------------------------------------------- masks
-
-
-def encode_mask(mask: np.ndarray) -> dict:
-    """(H, W) bool or 0/1 mask -> COCO compressed RLE `{"size": [H, W], "counts": str}`.
-
-    `counts` is a str (pycocotools gives bytes) so the RLE goes into JSON as it is.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"encode_mask takes one (H, W) mask. Received shape: {mask.shape}")
-    rle = rle_tools.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def decode_mask(rle: dict) -> np.ndarray:
-    """COCO compressed RLE (counts as str or bytes) -> (H, W) bool mask."""
-    counts = rle["counts"]
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    return rle_tools.decode({"size": list(rle["size"]), "counts": counts}).astype(bool)
-
-
-def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
-    """Any COCO `segmentation` -> (H, W) bool: compressed RLE, uncompressed RLE
-    (`counts` a list of run lengths) or polygons (a list of [x1, y1, x2, y2, ...])."""
-    if isinstance(segmentation, dict) and isinstance(segmentation["counts"], (str, bytes)):
-        return decode_mask(segmentation)
-    rles = rle_tools.frPyObjects(segmentation, height, width)
-    rle = rle_tools.merge(rles) if isinstance(rles, list) else rles
-    return rle_tools.decode(rle).astype(bool)
-
-
-def mask_area_and_box(rle: dict) -> tuple[int, list[float]]:
-    """Pixel count and COCO box `[x, y, width, height]` of an encoded mask."""
-    counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
-    raw = {"size": list(rle["size"]), "counts": counts}
-    return int(rle_tools.area(raw)), [float(v) for v in rle_tools.toBbox(raw)]
+from common.coco import category_id, class_index, decode_mask, encode_mask
 
 
 def results_from_masks(image_id: int, masks: np.ndarray, classes, scores) -> list[dict]:
@@ -84,6 +29,14 @@ def results_from_masks(image_id: int, masks: np.ndarray, classes, scores) -> lis
     return [{"image_id": int(image_id), "category_id": category_id(c),
              "segmentation": encode_mask(m), "score": float(s)}
             for m, c, s in zip(masks, classes, scores)]
+
+
+def decoded_results(results: list, shape) -> tuple:
+    """One image's COCO results -> (masks (N, H, W) bool, classes, scores)."""
+    masks = (np.stack([decode_mask(r["segmentation"]) for r in results]) if results
+             else np.zeros((0,) + tuple(shape), bool))
+    return (masks, np.array([class_index(r["category_id"]) for r in results], int),
+            np.array([r["score"] for r in results], np.float32))
 
 
 # --------------------------------------------------------------------------- mask AP

@@ -19,11 +19,8 @@ others.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 _MADE: dict = {}
@@ -113,23 +110,14 @@ def is_chief(strategy=None) -> bool:
     return worker_info(strategy)[0] == 0
 
 
-@contextlib.contextmanager
-def output_dir(run_dir: str, strategy=None):
-    """`run_dir` on the chief; on any other worker a private temporary folder,
-    removed afterwards.
-
-    Every worker runs the same callbacks, since saving a model reads variables that
-    are summed across workers (a collective every worker must join); only the
-    chief's copy is kept.
-    """
-    if is_chief(strategy):
-        yield run_dir
-        return
-    scratch = tempfile.mkdtemp(prefix="worker_run_")
-    try:
-        yield scratch
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+def adapt(model, strategy=None):
+    """`model`, ready to `fit` under the current strategy: across several workers,
+    with the workaround for keras-team/keras#20585 (`learning.multiworker_shim`);
+    otherwise untouched, so `fit` runs Keras' own code."""
+    if worker_info(strategy)[1] > 1:
+        from learning import multiworker_shim
+        multiworker_shim.apply(model)
+    return model
 
 
 def any_worker(flag: bool, strategy=None) -> bool:

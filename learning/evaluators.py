@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from learning.labels import IGNORE_LABEL, NUM_CLASSES
+from common.labels import IGNORE_LABEL, NUM_CLASSES
 
 
 def to_labels(y_pred: np.ndarray, y_true_ndim: int) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Drawing predictions: colour overlays blended onto the image, with a legend.
+"""Drawing predictions: colour overlays blended onto the image, with a legend; each
+instance of an instance model in its own colour, outlined and labelled.
 
 The article added colours onto the image, which saturates to white on bright fur;
 here each class colour is blended (`alpha`) so the animal stays visible under it.
@@ -6,13 +7,16 @@ here each class colour is blended (`alpha`) so the animal stays visible under it
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 
-from learning.labels import CLASS_NAMES, IGNORE_LABEL
+from common.labels import (CLASS_COLOURS, CLASS_NAMES, IGNORE_COLOUR, IGNORE_LABEL,
+                           INSTANCE_CLASSES, INSTANCE_PALETTE)
 
 # RGB per label: background is left uncoloured; cat orange, dog blue; ignored grey.
-COLORS = {1: (255, 140, 0), 2: (30, 144, 255), IGNORE_LABEL: (128, 128, 128)}
+COLORS = {**CLASS_COLOURS, IGNORE_LABEL: IGNORE_COLOUR}
 
 
 def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -57,3 +61,78 @@ def save_rgb(path: str, image: np.ndarray) -> None:
         raise OSError(f"could not encode {path}")
     with open(path, "wb") as f:  # Python's open copes with any file name
         f.write(buf.tobytes())
+
+
+class Drawer:
+    """Writes an image | truth | prediction overlay per image, in stream order.
+
+    The drawing runs in a background thread, so the evaluation does not wait for
+    PNG encoding; at most `backlog` batches wait to be drawn. `close()` waits for the
+    rest and raises any error the drawing met.
+    """
+
+    def __init__(self, names, out_dir, limit=None, backlog: int = 4):
+        from concurrent.futures import ThreadPoolExecutor
+        os.makedirs(out_dir, exist_ok=True)
+        self.names, self.out_dir, self.limit, self.count = names, out_dir, limit, 0
+        self.pool, self.pending, self.backlog = ThreadPoolExecutor(1), [], backlog
+
+    def __call__(self, images, labels, pred):
+        if len(self.pending) >= self.backlog:
+            self.pending.pop(0).result()
+        self.pending.append(self.pool.submit(self.draw, images, labels, pred))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for job in self.pending:
+            job.result()
+
+    def draw(self, images, labels, pred):
+        for image, label, p in zip(images, labels, pred.astype(np.uint8)):
+            if self.limit is not None and self.count >= self.limit:
+                return
+            panel = np.concatenate([image, overlay(image, label), overlay(image, p)], 1)
+            zoom = max(1, 256 // panel.shape[0])  # small crops: enlarge, keep pixels
+            panel = panel.repeat(zoom, axis=0).repeat(zoom, axis=1)
+            panel = add_legend(panel, title="image | truth | prediction")
+            save_rgb(os.path.join(self.out_dir, self.names[self.count] + ".png"), panel)
+            self.count += 1
+
+
+def zoom(image: np.ndarray, min_side: int = 256) -> np.ndarray:
+    """Small images enlarged by a whole factor (pixels kept), so labels are legible."""
+    k = max(1, -(-min_side // min(image.shape[:2])))
+    return image.repeat(k, axis=0).repeat(k, axis=1)
+
+
+def draw_instances(image, masks, classes, scores=None, alpha: float = 0.5,
+                   min_side: int = 256) -> np.ndarray:
+    """Each instance blended in its own colour, outlined, and labelled with its class
+    (and score) at the top-left of its mask; drawn worst first, so the best is on top.
+    Images under `min_side` are enlarged first (`zoom`)."""
+    out = zoom(image, min_side).astype(np.float32)
+    k = out.shape[0] // image.shape[0]
+    order = range(len(classes)) if scores is None else np.argsort(scores, kind="stable")
+    labels = []
+    for n in order:
+        mask = np.asarray(masks[n], np.uint8).repeat(k, axis=0).repeat(k, axis=1)
+        if not mask.any():
+            continue
+        colour = np.asarray(INSTANCE_PALETTE[n % len(INSTANCE_PALETTE)], np.float32)
+        where = mask > 0
+        out[where] = (1 - alpha) * out[where] + alpha * colour
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        labels.append((n, contours, colour))
+    out = np.ascontiguousarray(np.clip(np.round(out), 0, 255).astype(np.uint8))
+    scale = max(0.35, min(out.shape[:2]) / 700)
+    for n, contours, colour in labels:
+        cv2.drawContours(out, contours, -1, colour.tolist(), max(1, k // 2))
+        text = INSTANCE_CLASSES[int(classes[n])] + ("" if scores is None
+                                               else f" {float(scores[n]):.2f}")
+        x, y, _, _ = cv2.boundingRect(np.concatenate(contours))
+        (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        y = max(y, h + 4)
+        cv2.rectangle(out, (x, y - h - 4), (x + w + 4, y), colour.tolist(), -1)
+        cv2.putText(out, text, (x + 2, y - 3), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), 1, cv2.LINE_AA)
+    return out

@@ -1,20 +1,22 @@
-"""The segmentation networks, their layers, losses and metrics.
+"""The segmentation networks: one Keras model class per architecture.
 
 `import models` registers every custom Keras object of the project, so a saved run
-opens in a plain Python session:
+opens in a plain Python session as its own class:
 
     >>> import keras, models
-    >>> model = keras.models.load_model("runs/demo/best.keras")   # uint8 in, logits out
+    >>> net = keras.models.load_model("runs/demo/best.keras")   # a models.GCN
+    >>> isinstance(net, models.SegNet) and isinstance(net, keras.Model)
+    True
 
-`ARCHITECTURES` maps each `--model` name to its `SegNet` class.
+`ARCHITECTURES` maps each `--model` name to its class; `build_model` builds one.
 """
 
-import learning  # noqa: F401 (its TensorFlow CPU settings, before TensorFlow loads)
-from models import layers, losses, metrics  # noqa: F401 (registers custom objects)
+import common  # noqa: F401 (TensorFlow's process settings, before TensorFlow loads)
+from models import layers, legacy, losses, metrics  # noqa: F401 (registers custom objects)
 from models.deeplab import DeepLabV3Plus
 from models.fcn import FCN8s, FCN16s, FCN32s
 from models.gcn import GCN
-from models.nn import SegNet, SegmentationModel
+from models.nn import SegNet
 from models.segnet import SegNetArch
 from models.solo import SOLO
 from models.unet import UNet
@@ -27,7 +29,7 @@ ARCHITECTURES: dict[str, type[SegNet]] = {
     "deeplabv3plus": DeepLabV3Plus,
     "unet": UNet,
     "segnet": SegNetArch,
-    "solo": SOLO,  # instance segmentation: train.py/test.py/draw.py branch for it
+    "solo": SOLO,  # instance segmentation (its `task` is "instance")
 }
 
 
@@ -38,5 +40,5 @@ def build_model(name: str, **kwargs) -> SegNet:
     return ARCHITECTURES[name](**kwargs)
 
 
-__all__ = ["ARCHITECTURES", "SegNet", "SegmentationModel", "build_model", "GCN",
-           "FCN8s", "FCN16s", "FCN32s", "DeepLabV3Plus", "UNet", "SegNetArch", "SOLO"]
+__all__ = ["ARCHITECTURES", "SegNet", "build_model", "GCN", "FCN8s", "FCN16s", "FCN32s",
+           "DeepLabV3Plus", "UNet", "SegNetArch", "SOLO"]

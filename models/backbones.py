@@ -23,7 +23,7 @@ import h5py
 import keras
 from keras import layers
 
-from models.layers import FusedBatchNormalization
+from models.fast_layers import FusedBatchNormalization
 
 # The features at strides 4, 8, 16 and 32. In Keras' ResNet v2 a stage's stride sits
 # in its last block, so these are the slim end points the article used:

@@ -78,7 +78,7 @@ def dense_crf(image, probs, iterations: int = DEFAULT_SETTINGS["iterations"],
         float32 probabilities shaped like `probs`.
 
     Example:
-        >>> refined = dense_crf(image, net.predict_batch(image[None])[0])
+        >>> refined = dense_crf(image, net.probabilities(image[None])[0])
         >>> labels = refined.argmax(-1)
     """
     image, probs = _check_inputs(image, probs)

@@ -11,7 +11,7 @@ stage(s) trade their stride for dilation and keep every layer name and weight sh
 
 Example:
     >>> net = DeepLabV3Plus(weights=None, output_stride=16)
-    >>> net.model(np.zeros((1, 64, 96, 3), np.uint8)).shape
+    >>> net(np.zeros((1, 64, 96, 3), np.uint8)).shape
     TensorShape([1, 64, 96, 3])
 """
 
@@ -21,11 +21,11 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from learning.labels import NUM_CLASSES
+from common.labels import NUM_CLASSES
 from models.backbones import features, resnet50_v2
-from models.layers import (FusedBatchNormalization, conv, conv_bn_relu,
-                           preprocess_for_resnet_v2, upsample)
-from models.nn import SegNet
+from models.fast_layers import FusedBatchNormalization
+from models.layers import conv, conv_bn_relu, preprocess_for_resnet_v2, upsample
+from models.nn import SegNet, image_input
 
 # ----------------------------------------------------------------------- head
 
@@ -113,7 +113,7 @@ class DeepLabV3Plus(SegNet):
     architecture = "deeplabv3plus"
 
     def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",
-                 output_stride: int = 16, aspp_rates=None):
+                 output_stride: int = 16, aspp_rates=None, **kwargs):
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16. Received: {output_stride}")
         if aspp_rates is None:
@@ -122,17 +122,23 @@ class DeepLabV3Plus(SegNet):
         if len(aspp_rates) != 3 or min(aspp_rates) < 1:
             raise ValueError(f"aspp_rates must be three positive integers. "
                              f"Received: {aspp_rates}")
+
+        # === Functional model ===
+        inputs = image_input()
+        x = preprocess_for_resnet_v2(inputs)
+        backbone = resnet50_v2(x, weights, output_stride=output_stride)
+        low_level = features(backbone, strides=(4,))[0]
+        x = apply_aspp(backbone.output, 256, rates=aspp_rates)
+        x = apply_decoder(x, low_level, num_classes, upsample_factor=output_stride // 4)
+        logits = upsample(x, 4, name="logits")
+        super().__init__(inputs, logits, num_classes=num_classes, loss=loss, **kwargs)
+
+        # === Config ===
         # Every stride of the graph divides `output_stride`: the backbone stops there
         # and the decoder upsamples by exact factors, so this is the size constraint.
         self.output_stride = output_stride
-        super().__init__(num_classes, weights, loss, output_stride=output_stride,
-                         aspp_rates=aspp_rates)
+        self.aspp_rates = aspp_rates
 
-    def build(self, inputs, weights):
-        os_ = self.options["output_stride"]
-        x = preprocess_for_resnet_v2(inputs)
-        backbone = resnet50_v2(x, weights, output_stride=os_)
-        low_level = features(backbone, strides=(4,))[0]
-        x = apply_aspp(backbone.output, 256, rates=self.options["aspp_rates"])
-        x = apply_decoder(x, low_level, self.num_classes, upsample_factor=os_ // 4)
-        return upsample(x, 4, name="logits")
+    def get_config(self) -> dict:
+        return {**super().get_config(), "output_stride": self.output_stride,
+                "aspp_rates": list(self.aspp_rates)}

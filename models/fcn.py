@@ -17,7 +17,7 @@ convolution, the fix that article recommends.
 
 Example:
     >>> net = FCN8s(weights=None)
-    >>> net.model(np.zeros((1, 64, 96, 3), np.uint8)).shape
+    >>> net(np.zeros((1, 64, 96, 3), np.uint8)).shape
     TensorShape([1, 64, 96, 3])
 """
 
@@ -27,10 +27,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from learning.labels import NUM_CLASSES
+from common.labels import NUM_CLASSES
 from models.backbones import features, resnet50_v2
 from models.layers import conv, preprocess_for_resnet_v2, upsample
-from models.nn import SegNet
+from models.nn import SegNet, image_input
 
 UPSAMPLE_MODES = ("transpose", "resize")
 
@@ -95,31 +95,38 @@ class FCN(SegNet):
 
     Args:
         upsample: "transpose" (default, the paper) or "resize" (resize-convolution).
+        num_classes, weights, loss, **kwargs: as `models.gcn.GCN`.
     """
 
     skip_strides: tuple = ()
 
     def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",
-                 upsample: str = "transpose"):
+                 upsample: str = "transpose", **kwargs):
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}. "
                              f"Received: {upsample!r}")
-        super().__init__(num_classes, weights, loss, upsample=upsample)
 
-    def build(self, inputs, weights):
-        c, mode = self.num_classes, self.options["upsample"]
+        # === Functional model ===
+        inputs = image_input()
         x = preprocess_for_resnet_v2(inputs)
         backbone = resnet50_v2(x, weights)
-        score = apply_score(backbone.output, c, name="score_stride32")
+        score = apply_score(backbone.output, num_classes, name="score_stride32")
         stride = 32
         for skip_stride, feat in zip(self.skip_strides,
                                      features(backbone, self.skip_strides)):
-            score = apply_upsample(score, 2, f"upsample_stride{stride}", mode)
-            skip = apply_score(feat, c, name=f"score_stride{skip_stride}",
+            score = apply_upsample(score, 2, f"upsample_stride{stride}", upsample)
+            skip = apply_score(feat, num_classes, name=f"score_stride{skip_stride}",
                                zero_init=True)
             score = layers.Add(name=f"fuse_stride{skip_stride}")([score, skip])
             stride = skip_stride
-        return apply_upsample(score, stride, "logits", mode, trainable=False)
+        logits = apply_upsample(score, stride, "logits", upsample, trainable=False)
+        super().__init__(inputs, logits, num_classes=num_classes, loss=loss, **kwargs)
+
+        # === Config ===
+        self.upsample = upsample
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "upsample": self.upsample}
 
 
 @keras.saving.register_keras_serializable(package="segmentation")

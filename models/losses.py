@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from learning.labels import IGNORE_LABEL
+from common.labels import IGNORE_LABEL
 
 
 def _counted(y_true, num_classes):

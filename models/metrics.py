@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from learning.labels import IGNORE_LABEL, NUM_CLASSES
+from common.labels import IGNORE_LABEL, NUM_CLASSES
 
 
 @keras.saving.register_keras_serializable(package="segmentation")

@@ -11,7 +11,7 @@ the indices only, not whole feature maps as U-Net does.
 
 Example:
     >>> net = SegNetArch(weights=None, base_filters=16)
-    >>> net.model(np.zeros((1, 64, 96, 3), np.uint8)).shape
+    >>> net(np.zeros((1, 64, 96, 3), np.uint8)).shape
     TensorShape([1, 64, 96, 3])
 """
 
@@ -21,9 +21,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
-from learning.labels import NUM_CLASSES
+from common.labels import NUM_CLASSES
 from models.layers import conv, conv_bn_relu
-from models.nn import SegNet
+from models.nn import SegNet, image_input
 
 
 @keras.saving.register_keras_serializable(package="segmentation")
@@ -126,7 +126,8 @@ class SegNetArch(SegNet):
     pretrained_backbone = False  # scripts: train from scratch, weights=None
 
     def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",
-                 base_filters: int = 16, depth: int = 4, convs_per_level: int = 2):
+                 base_filters: int = 16, depth: int = 4, convs_per_level: int = 2,
+                 **kwargs):
         if weights is not None:
             raise ValueError(f"segnet has no pretrained backbone; it trains from "
                              f"random weights. Pass --weights none. Received: "
@@ -135,21 +136,28 @@ class SegNetArch(SegNet):
             raise ValueError(f"base_filters, depth and convs_per_level must be "
                              f"positive. Received: {base_filters}, {depth}, "
                              f"{convs_per_level}")
-        self.output_stride = 2 ** depth
-        super().__init__(num_classes, weights, loss, base_filters=base_filters,
-                         depth=depth, convs_per_level=convs_per_level)
 
-    def build(self, inputs, weights):
-        f, depth = self.options["base_filters"], self.options["depth"]
-        convs = self.options["convs_per_level"]
+        # === Functional model ===
+        inputs = image_input()
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
         indices = []
         for level in range(depth):
-            x, argmax = apply_encoder_level(x, f * 2 ** level, convs,
-                                            name=f"encoder{level + 1}")
+            x, argmax = apply_encoder_level(x, base_filters * 2 ** level,
+                                            convs_per_level, name=f"encoder{level + 1}")
             indices.append(argmax)
         for level in reversed(range(depth)):
-            x = apply_decoder_level(x, indices[level], f * 2 ** level,
-                                    f * 2 ** max(level - 1, 0), convs,
-                                    name=f"decoder{level + 1}")
-        return conv(x, self.num_classes, 1, name="logits")
+            x = apply_decoder_level(x, indices[level], base_filters * 2 ** level,
+                                    base_filters * 2 ** max(level - 1, 0),
+                                    convs_per_level, name=f"decoder{level + 1}")
+        logits = conv(x, num_classes, 1, name="logits")
+        super().__init__(inputs, logits, num_classes=num_classes, loss=loss, **kwargs)
+
+        # === Config ===
+        self.base_filters = base_filters
+        self.depth = depth
+        self.convs_per_level = convs_per_level
+        self.output_stride = 2 ** depth
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "base_filters": self.base_filters,
+                "depth": self.depth, "convs_per_level": self.convs_per_level}

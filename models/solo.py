@@ -22,16 +22,16 @@ Sized for the CPU demo at 64 x 64 (every size is an argument): FPN width 64 (pap
 and scale ranges 0-24, 12-48, 24-128 px (the paper's 0-96, 48-192, ... at 800 px,
 shrunk: overlapping, each twice the previous), 2 convolutions per head tower (paper
 7). `backbone="resnet50v2"` (the default) is the project's ResNet-50 v2 (ImageNet
-weights), as the issue asks; `"small"` is a 4-stage conv net from random weights
+weights), `"small"` is a 4-stage conv net from random weights
 that trains in minutes on a CPU (the demo's choice).
 
 The target assignment is `models.solo_targets`, the loss `models.solo_loss`;
-`SOLOModel.compute_loss` ties them to Keras' `fit`, so the model trains on the
-stream's `(images, {"masks", "classes"})` batches directly.
+`SOLO.compute_loss` ties them to Keras' `fit`, so the model trains on the stream's
+`(images, {"masks", "classes"})` batches directly.
 
 Example:
     >>> net = SOLO(weights=None, input_size=64, backbone="small", head="vanilla")
-    >>> {k: v.shape for k, v in net.model(np.zeros((2, 64, 64, 3), np.uint8)).items()}
+    >>> {k: v.shape for k, v in net(np.zeros((2, 64, 64, 3), np.uint8)).items()}
     {'category_p2': (2, 16, 16, 2), 'mask_p2': (2, 32, 32, 256), 'category_p3': ...}
     >>> net.predict_instances(images)[0]  # {"masks" (N, 64, 64) bool, "classes", ...}
 """
@@ -45,111 +45,17 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from common.labels import INSTANCE_CLASSES
 from models.backbones import features, resnet50_v2
-from models.layers import (conv, conv_bn_relu, image_input, preprocess_for_resnet_v2,
-                           upsample)
-from models.nn import SegmentationModel, SegNet
+from models.layers import conv, preprocess_for_resnet_v2
+from models.nn import SegNet, image_input
+from models.solo_heads import (CoordinateChannels, apply_fpn, apply_layers, make_tower,
+                               small_backbone)
 from models.solo_loss import SOLOLoss, cell_masks
 from models.solo_nms import mask_nms, matrix_nms
 from models.solo_targets import CENTRE_SCALE
 
 PRIOR_PROBABILITY = 0.01  # category bias init, RetinaNet's (Lin et al. 2017, Sec. 4.1)
-
-
-@keras.saving.register_keras_serializable(package="segmentation")
-class CoordinateChannels(layers.Layer):
-    """Appends two channels, the x and y pixel coordinates scaled to [-1, 1].
-
-    CoordConv (Liu et al., "An Intriguing Failing of Convolutional Neural Networks and
-    the CoordConv Solution", NeurIPS 2018, https://arxiv.org/abs/1807.03247): a
-    convolution is translation invariant, but SOLO's mask channel k must paint the
-    object at cell k's place, so the mask branch needs to know where it is (SOLO
-    Sec. 3.1.2)."""
-
-    def call(self, x):
-        shape = tf.shape(x)
-        ys = tf.linspace(-1.0, 1.0, shape[1])
-        xs = tf.linspace(-1.0, 1.0, shape[2])
-        yy, xx = tf.meshgrid(ys, xs, indexing="ij")
-        coords = tf.broadcast_to(tf.stack([xx, yy], axis=-1)[None],
-                                 tf.concat([shape[:3], [2]], 0))
-        return tf.concat([x, tf.cast(coords, x.dtype)], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:3], input_shape[3] + 2)
-
-
-def small_backbone(x, filters=(16, 32, 64, 128)) -> list:
-    """A 4-stage conv net for the CPU demo: features at strides 4, 8, 16, 32.
-
-    A stride-2 stem, then per stage a stride-2 3x3 and a 3x3 convolution, each with
-    batch norm and ReLU; stage n (C2..C5) has `filters[n - 2]` channels."""
-    x = conv_bn_relu(x, filters[0], 3, name="small_stem", strides=2)
-    feats = []
-    for level, f in enumerate(filters, start=2):
-        x = conv_bn_relu(x, f, 3, name=f"small_c{level}_1", strides=2)
-        x = conv_bn_relu(x, f, 3, name=f"small_c{level}_2")
-        feats.append(x)
-    return feats
-
-
-def apply_fpn(feats, width: int, num_outputs: int) -> list:
-    """Feature Pyramid Network (Lin et al., CVPR 2017, https://arxiv.org/abs/1612.03144,
-    Sec. 3): a 1x1 lateral convolution per level C2..C5, a top-down path (x2 nearest
-    upsampling, added to the next finer lateral), then a 3x3 convolution for each of
-    the `num_outputs` finest levels, P2 first."""
-    laterals = [conv(f, width, 1, name=f"fpn_lateral_c{n}")
-                for n, f in enumerate(feats, start=2)]
-    merged = [laterals[-1]]
-    for n in range(len(feats), 1, -1):  # from C5's level down to P2
-        up = upsample(merged[0], 2, name=f"fpn_p{n + 1}_up", interpolation="nearest")
-        merged.insert(0, layers.Add(name=f"fpn_p{n}_sum")([laterals[n - 2], up]))
-    return [conv(m, width, 3, name=f"fpn_p{n}")
-            for n, m in enumerate(merged[:num_outputs], start=2)]
-
-
-def make_tower(prefix: str, width: int, depth: int, groups: int) -> list:
-    """The layers of a head tower, shared by every level (Sec. 3.2): `depth` times a
-    3x3 convolution, group norm (the paper's GN) and ReLU."""
-    tower = []
-    for d in range(1, depth + 1):
-        tower += [layers.Conv2D(width, 3, padding="same", use_bias=False,
-                                name=f"{prefix}_conv{d}"),
-                  layers.GroupNormalization(groups, name=f"{prefix}_gn{d}"),
-                  layers.ReLU(name=f"{prefix}_relu{d}")]
-    return tower
-
-
-def apply_layers(x, tower: list):
-    """`x` through the layers of `tower` in order."""
-    for layer in tower:
-        x = layer(x)
-    return x
-
-
-@keras.saving.register_keras_serializable(package="segmentation")
-class SOLOModel(SegmentationModel):
-    """The functional SOLO model, whose `compute_loss` takes the data stream's targets
-    `{"masks", "classes"}` and the per-level outputs to `SOLOLoss`. `fit` also reports
-    `category_loss` and `mask_loss` (before lambda)."""
-
-    def __init__(self, inputs, outputs, segnet: "SOLO", **kwargs):
-        super().__init__(inputs, outputs, segnet=segnet, **kwargs)
-        self.category_loss_tracker = keras.metrics.Mean(name="category_loss")
-        self.mask_loss_tracker = keras.metrics.Mean(name="mask_loss")
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
-                     training=True):
-        net = self.segnet
-        losses = net.loss(y["masks"], y["classes"],
-                          [y_pred[f"category_{n}"] for n in net.level_names],
-                          [net.mask_logits(y_pred, n) for n in net.level_names])
-        self.category_loss_tracker.update_state(losses["category_loss"])
-        self.mask_loss_tracker.update_state(losses["mask_loss"])
-        total = losses["loss"]
-        for extra in self.losses:  # regularisers, add_loss
-            total = total + ops.cast(ops.sum(extra), total.dtype)
-        return total
 
 
 @keras.saving.register_keras_serializable(package="segmentation")
@@ -180,16 +86,18 @@ class SOLO(SegNet):
         backbone: "resnet50v2" (default) or "small" (random init, for the CPU demo).
         head: "decoupled" (default) or "vanilla".
         centre_scale: eps of the centre region (0.2).
+        **kwargs: `keras.Model`'s (`name`, `trainable`).
     """
 
     architecture = "solo"
+    task = "instance"
     output_stride = 32
     pretrained_backbone = True  # False for an instance with backbone="small"
 
-    def __init__(self, num_classes: int = 2, weights=None, input_size: int = 64,
-                 grids=(16, 12, 8), scale_ranges=None, fpn_width: int = 64,
-                 head_depth: int = 2, backbone: str = "resnet50v2",
-                 head: str = "decoupled", centre_scale: float = CENTRE_SCALE):
+    def __init__(self, num_classes: int = len(INSTANCE_CLASSES), weights=None,
+                 input_size: int = 64, grids=(16, 12, 8), scale_ranges=None,
+                 fpn_width: int = 64, head_depth: int = 2, backbone: str = "resnet50v2",
+                 head: str = "decoupled", centre_scale: float = CENTRE_SCALE, **kwargs):
         grids = tuple(int(s) for s in grids)
         if not 1 <= len(grids) <= 4 or min(grids) < 1:
             raise ValueError(f"grids must be 1 to 4 positive sizes, one per level P2.. "
@@ -213,63 +121,81 @@ class SOLO(SegNet):
             raise ValueError(f"need num_classes >= 1, fpn_width a multiple of 8 and "
                              f"head_depth >= 0. Received: {num_classes}, {fpn_width}, "
                              f"{head_depth}")
-        # SegNet.__init__ builds one logits output and a pixel loss; SOLO sets the
-        # same attributes itself, with per-level outputs and SOLOLoss.
-        self.num_classes = num_classes
-        self.pretrained_backbone = backbone != "small"
-        self.options = {"input_size": input_size, "grids": grids,
-                        "scale_ranges": scale_ranges, "fpn_width": fpn_width,
-                        "head_depth": head_depth, "backbone": backbone, "head": head,
-                        "centre_scale": centre_scale}
-        self.level_names = [f"p{n}" for n in range(2, 2 + len(grids))]
-        self.loss_name = "solo"
-        self.loss = SOLOLoss(grids, scale_ranges, num_classes, centre_scale)
+        level_names = [f"p{n}" for n in range(2, 2 + len(grids))]
+
+        # === Functional model ===
         inputs = image_input()
-        self.model = SOLOModel(inputs, self.build(inputs, weights), segnet=self,
-                               name=self.architecture)
-
-    # === Functional Model ===
-
-    def build(self, inputs, weights):
-        o = self.options
-        width, depth, groups = o["fpn_width"], o["head_depth"], o["fpn_width"] // 8
-        if o["backbone"] == "small":
+        if backbone == "small":
             x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
             feats = small_backbone(x)
         else:
             feats = features(resnet50_v2(preprocess_for_resnet_v2(inputs), weights))
-        pyramid = apply_fpn(feats, width, len(o["grids"]))
-        category_tower = make_tower("solo_category", width, depth, groups)
-        mask_tower = make_tower("solo_mask", width, depth, groups)
+        pyramid = apply_fpn(feats, fpn_width, len(grids))
+        groups = fpn_width // 8
+        category_tower = make_tower("solo_category", fpn_width, head_depth, groups)
+        mask_tower = make_tower("solo_mask", fpn_width, head_depth, groups)
         coords = CoordinateChannels(name="solo_mask_coords")
         mask_up = layers.UpSampling2D(2, interpolation="bilinear", name="solo_mask_up")
         bias = keras.initializers.Constant(-math.log((1 - PRIOR_PROBABILITY)
                                                      / PRIOR_PROBABILITY))
         outputs = {}
-        for name, p, grid in zip(self.level_names, pyramid, o["grids"]):
+        for name, p, grid in zip(level_names, pyramid, grids):
             c = layers.Resizing(grid, grid, interpolation="bilinear",
                                 name=f"solo_category_resize_{name}")(p)
             c = apply_layers(c, category_tower)
             outputs[f"category_{name}"] = layers.Conv2D(
-                self.num_classes, 3, padding="same", bias_initializer=bias,
+                num_classes, 3, padding="same", bias_initializer=bias,
                 name=f"category_{name}")(c)
             m = mask_up(apply_layers(coords(p), mask_tower))
-            if o["head"] == "vanilla":
+            if head == "vanilla":
                 outputs[f"mask_{name}"] = conv(m, grid * grid, 1, name=f"mask_{name}")
             else:
                 for axis in ("x", "y"):
                     key = f"mask_{axis}_{name}"
                     outputs[key] = conv(m, grid, 1, name=key)
-        return {k: layers.Activation("linear", dtype="float32", name=f"{k}_float32")(v)
-                if v.dtype != "float32" else v for k, v in outputs.items()}
+        super().__init__(inputs, outputs, num_classes=num_classes, loss=None,
+                         input_size=input_size, **kwargs)
 
-    # === Config ===
+        # === Config ===
+        self.grids = grids
+        self.scale_ranges = scale_ranges
+        self.fpn_width = fpn_width
+        self.head_depth = head_depth
+        self.backbone = backbone
+        self.head = head
+        self.centre_scale = centre_scale
+        self.pretrained_backbone = backbone != "small"
+        self.level_names = level_names
+        # === Loss ===
+        self.solo_loss = SOLOLoss(grids, scale_ranges, num_classes, centre_scale)
+        self.category_loss_tracker = keras.metrics.Mean(name="category_loss")
+        self.mask_loss_tracker = keras.metrics.Mean(name="mask_loss")
 
     def get_config(self) -> dict:
         # lists, as JSON gives them back: a checkpoint's config compares equal
-        o = self.options
-        return {"num_classes": self.num_classes, **o, "grids": list(o["grids"]),
-                "scale_ranges": [list(r) for r in o["scale_ranges"]]}
+        config = super().get_config()
+        del config["loss"]
+        return {**config, "grids": list(self.grids),
+                "scale_ranges": [list(r) for r in self.scale_ranges],
+                "fpn_width": self.fpn_width, "head_depth": self.head_depth,
+                "backbone": self.backbone, "head": self.head,
+                "centre_scale": self.centre_scale}
+
+    # === Training ===
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):
+        """`SOLOLoss` of the batch (Keras' `fit` calls this each step); `fit` also
+        reports `category_loss` and `mask_loss` (before lambda)."""
+        losses = self.solo_loss(y["masks"], y["classes"],
+                                [y_pred[f"category_{n}"] for n in self.level_names],
+                                [self.mask_logits(y_pred, n) for n in self.level_names])
+        self.category_loss_tracker.update_state(losses["category_loss"])
+        self.mask_loss_tracker.update_state(losses["mask_loss"])
+        total = losses["loss"]
+        for extra in self.losses:  # regularisers, add_loss
+            total = total + ops.cast(ops.sum(extra), total.dtype)
+        return total
 
     # === Inference ===
 
@@ -295,7 +221,9 @@ class SOLO(SegNet):
         if nms not in ("matrix", "mask"):
             raise ValueError(f"nms must be 'matrix' or 'mask'. Received: {nms!r}")
         images = np.asarray(images)
-        outputs = self._infer(images[None] if images.ndim == 3 else images)
+        images = images[None] if images.ndim == 3 else images
+        self.check_input_size(*images.shape[1:3])
+        outputs = self.predict_on_batch(images)
         results = []
         for b in range(int(outputs[f"category_{self.level_names[0]}"].shape[0])):
             cand = self._candidates(outputs, b, images.shape[-3:-1], score_threshold,
@@ -339,18 +267,9 @@ class SOLO(SegNet):
 
     def mask_logits(self, outputs: dict, name: str) -> tuple:
         """Level `name`'s mask output(s) in `outputs`: `(M,)`, or `(X, Y)` decoupled."""
-        if self.options["head"] == "vanilla":
+        if self.head == "vanilla":
             return (outputs[f"mask_{name}"],)
         return outputs[f"mask_x_{name}"], outputs[f"mask_y_{name}"]
-
-    def predict_batch(self, images) -> list[dict]:
-        """`predict_instances` with its defaults (the base's API name)."""
-        return self.predict_instances(images)
-
-    def predict(self, data, batch_size: int = 8, verbose: bool = False) -> list[dict]:
-        """`predict_instances` over every image of `data`: one dict per image."""
-        return [r for images in self._batches(data, batch_size)
-                for r in self.predict_instances(np.asarray(images))]
 
     def predict_labels(self, images, score_threshold: float = 0.3) -> np.ndarray:
         """Semantic labels (n, H, W) uint8 (0 background, class + 1 for an object)

@@ -7,7 +7,7 @@ another, and the flip averages away left/right biases of the filters. Each pass:
 resize the image (bilinear) to `scale` x its size rounded to the network's stride,
 predict, softmax, flip back, resize the probabilities back (bilinear); then average.
 
-    >>> probs = predict_probabilities(net, images)              # (N, H, W, C)
+    >>> probs = tta_probabilities(net, images)                  # (N, H, W, C)
     >>> predict = label_predictor(net, tta={"scales": [1.0, 1.25], "flip": True},
     ...                           crf=models.crf.DEFAULT_SETTINGS)
     >>> labels = predict(images)                                 # (N, H, W) uint8
@@ -46,7 +46,7 @@ def scaled_sizes(net, height: int, width: int, scales=DEFAULT_SCALES) -> list:
         raise ValueError(f"--tta-scales needs one or more positive scales. Received: "
                          f"{scales}")
     stride = net.output_stride
-    fixed = tuple(net.model.input_shape[1:3])  # (None, None) unless built for one size
+    fixed = tuple(net.input_shape[1:3])  # (None, None) unless built for one size
     used, seen = [], set()
     for scale in scales:
         size = tuple(max(stride, math.floor(side * scale / stride + 0.5) * stride)
@@ -73,12 +73,12 @@ def scaled_sizes(net, height: int, width: int, scales=DEFAULT_SCALES) -> list:
     return used
 
 
-def predict_probabilities(net, images, scales=DEFAULT_SCALES, flip: bool = True):
+def tta_probabilities(net, images, scales=DEFAULT_SCALES, flip: bool = True):
     """Class probabilities (N, H, W, C) float32 of uint8 images (N, H, W, 3), averaged
     over `scales` and, with `flip`, horizontal mirrors.
 
     With `scales=(1.0,)` and `flip=False` this is the plain softmax of the logits
-    (`net.predict_batch`) for sizes that are multiples of the stride.
+    (`net.probabilities`) for sizes that are multiples of the stride.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -92,7 +92,7 @@ def predict_probabilities(net, images, scales=DEFAULT_SCALES, flip: bool = True)
             resized = tf.image.resize(images, size, method="bilinear")
             x = tf.cast(tf.round(tf.clip_by_value(resized, 0, 255)), tf.uint8).numpy()
         for mirrored in (False, True) if flip else (False,):
-            probs = net.predict_batch(x[:, :, ::-1] if mirrored else x)
+            probs = net.probabilities(x[:, :, ::-1] if mirrored else x)
             if mirrored:
                 probs = probs[:, :, ::-1]
             if size != (height, width):
@@ -107,7 +107,7 @@ def label_predictor(net, tta: dict | None = None, crf: dict | None = None):
 
     Args:
         net: a `SegNet`.
-        tta: None (one plain pass) or `predict_probabilities`' options, e.g.
+        tta: None (one plain pass) or `tta_probabilities`' options, e.g.
             `{"scales": [0.75, 1.0, 1.25], "flip": True}`.
         crf: None, or `models.crf.dense_crf` settings applied to the probabilities.
 
@@ -118,9 +118,9 @@ def label_predictor(net, tta: dict | None = None, crf: dict | None = None):
 
     def predict(images):
         if tta is None:
-            probs = net.predict_batch(images)
+            probs = net.probabilities(images)
         else:
-            probs = predict_probabilities(net, images, **tta)
+            probs = tta_probabilities(net, images, **tta)
         if crf is not None:
             from models.crf import dense_crf
             probs = dense_crf(np.asarray(images), probs, **crf)

@@ -5,7 +5,7 @@ Segmentation", MICCAI 2015, https://arxiv.org/abs/1505.04597 (Sec. 2, Fig. 1).
 
 Example:
     >>> net = UNet(weights=None, base_filters=16)
-    >>> net.model(np.zeros((1, 64, 96, 3), np.uint8)).shape
+    >>> net(np.zeros((1, 64, 96, 3), np.uint8)).shape
     TensorShape([1, 64, 96, 3])
 """
 
@@ -14,9 +14,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from learning.labels import NUM_CLASSES
+from common.labels import NUM_CLASSES
 from models.layers import conv, conv_bn_relu
-from models.nn import SegNet
+from models.nn import SegNet, image_input
 
 
 def apply_double_conv(x, filters: int, name: str):
@@ -59,26 +59,34 @@ class UNet(SegNet):
     pretrained_backbone = False  # scripts: train from scratch, weights=None
 
     def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",
-                 base_filters: int = 16, depth: int = 4):
+                 base_filters: int = 16, depth: int = 4, **kwargs):
         if weights is not None:
             raise ValueError(f"unet has no pretrained backbone; it trains from random "
                              f"weights. Pass --weights none. Received: {weights!r}")
         if base_filters < 1 or depth < 1:
             raise ValueError(f"base_filters and depth must be positive. Received: "
                              f"base_filters={base_filters}, depth={depth}")
-        self.output_stride = 2 ** depth
-        super().__init__(num_classes, weights, loss, base_filters=base_filters,
-                         depth=depth)
 
-    def build(self, inputs, weights):
-        f, depth = self.options["base_filters"], self.options["depth"]
+        # === Functional model ===
+        inputs = image_input()
         x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
         skips = []
         for level in range(depth):
-            x = apply_double_conv(x, f * 2 ** level, name=f"down{level + 1}")
+            x = apply_double_conv(x, base_filters * 2 ** level, name=f"down{level + 1}")
             skips.append(x)
             x = layers.MaxPooling2D(2, name=f"down{level + 1}_pool")(x)
-        x = apply_double_conv(x, f * 2 ** depth, name="bottom")
+        x = apply_double_conv(x, base_filters * 2 ** depth, name="bottom")
         for level in reversed(range(depth)):
-            x = apply_up_block(x, skips[level], f * 2 ** level, name=f"up{level + 1}")
-        return conv(x, self.num_classes, 1, name="logits")
+            x = apply_up_block(x, skips[level], base_filters * 2 ** level,
+                               name=f"up{level + 1}")
+        logits = conv(x, num_classes, 1, name="logits")
+        super().__init__(inputs, logits, num_classes=num_classes, loss=loss, **kwargs)
+
+        # === Config ===
+        self.base_filters = base_filters
+        self.depth = depth
+        self.output_stride = 2 ** depth
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "base_filters": self.base_filters,
+                "depth": self.depth}

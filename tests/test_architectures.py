@@ -73,15 +73,15 @@ def test_output_shapes_square_and_non_square(net):
     s = net.output_stride
     for height, width in ((64, 64), (64, 96), (3 * s, 2 * s)):
         x = np.random.default_rng(1).integers(0, 256, (2, height, width, 3), np.uint8)
-        assert tuple(net.model(x, training=False).shape) == (2, height, width, 3)
+        assert tuple(net(x, training=False).shape) == (2, height, width, 3)
 
 
 def test_every_layer_has_a_chosen_name(net):
     assert is_default_name(keras.layers.Conv2D(1, 1))  # the check itself works
-    names = [layer.name for layer in net.model.layers]
+    names = [layer.name for layer in net.layers]
     assert len(names) == len(set(names))
-    assert [layer.name for layer in net.model.layers if is_default_name(layer)] == []
-    assert net.model.get_layer("logits").output.shape[-1] == 3
+    assert [layer.name for layer in net.layers if is_default_name(layer)] == []
+    assert net.get_layer("logits").output.shape[-1] == 3
 
 
 def test_wrong_input_size_is_a_clear_error(net):
@@ -89,7 +89,7 @@ def test_wrong_input_size_is_a_clear_error(net):
     with pytest.raises(ValueError, match=f"multiples of {s}"):
         net.check_input_size(70, 70)
     with pytest.raises(ValueError, match=f"multiples of {s}"):
-        net.predict_batch(np.zeros((1, 64, 70, 3), np.uint8))
+        net.probabilities(np.zeros((1, 64, 70, 3), np.uint8))
     net.check_input_size(2 * s, 3 * s)
 
 
@@ -99,18 +99,18 @@ def test_keras_load_model_gives_the_same_predictions(net, tmp_path):
     net.save(path)
     model = keras.models.load_model(path)  # Keras' own loader (after `import models`)
     assert isinstance(model, keras.Model) and model.input.dtype == "uint8"
-    np.testing.assert_array_equal(model(x, training=False), net.model(x, training=False))
-    loaded = SegNet.load(path)
-    assert type(loaded) is type(net) and loaded.config == net.config
+    np.testing.assert_array_equal(model(x, training=False), net(x, training=False))
+    loaded = keras.models.load_model(path)
+    assert type(loaded) is type(net) and loaded.get_config() == net.get_config()
 
 
 def test_a_few_sgd_steps_lower_the_loss(net):
     keras.utils.set_random_seed(1)
     images, labels = images_and_labels()
     # Eagerly: tracing a ResNet-50 training graph takes longer than these 5 steps.
-    net.model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                      loss=net.loss, run_eagerly=True)
-    losses = [float(net.model.train_on_batch(images, labels)) for _ in range(5)]
+    net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                      loss=make_loss(net.loss_name), run_eagerly=True)
+    losses = [float(net.train_on_batch(images, labels)) for _ in range(5)]
     assert losses[-1] < 0.9 * losses[0], losses
 
 
@@ -150,14 +150,14 @@ def test_transposed_convolution_starts_as_bilinear_upsampling(factor):
 
 def test_fcn_last_upsampling_is_fixed_bilinear():
     net = NETS.get("fcn8s") or build_model("fcn8s")
-    last = net.model.get_layer("logits")
+    last = net.get_layer("logits")
     assert isinstance(last, keras.layers.Conv2DTranspose) and not last.trainable
     assert last.strides == (8, 8)
     bilinear = fcn.BilinearUpsampling()(last.kernel.shape)
     np.testing.assert_array_equal(last.kernel, bilinear)
     # the skip scores are learned, added to the x2-upsampled coarser score
-    assert net.model.get_layer("fuse_stride8").input[0].shape[-1] == 3
-    assert net.model.get_layer("upsample_stride32").trainable
+    assert net.get_layer("fuse_stride8").input[0].shape[-1] == 3
+    assert net.get_layer("upsample_stride32").trainable
 
 
 # ----------------------------------------------------------------- DeepLab
@@ -165,26 +165,26 @@ def test_fcn_last_upsampling_is_fixed_bilinear():
 def test_deeplab_output_stride_16_dilates_conv5():
     net = NETS.get("deeplabv3plus") or deeplab.DeepLabV3Plus()
     assert net.output_stride == 16
-    assert net.model.get_layer("conv4_block6_2_conv").strides == (1, 1)
-    assert net.model.get_layer("conv4_block6_2_conv").dilation_rate == (1, 1)
-    assert net.model.get_layer("conv5_block1_2_conv").dilation_rate == (2, 2)
-    assert net.model.get_layer("conv3_block4_2_conv").strides == (2, 2)
-    backbone = keras.Model(net.model.input, net.model.get_layer("post_relu").output)
+    assert net.get_layer("conv4_block6_2_conv").strides == (1, 1)
+    assert net.get_layer("conv4_block6_2_conv").dilation_rate == (1, 1)
+    assert net.get_layer("conv5_block1_2_conv").dilation_rate == (2, 2)
+    assert net.get_layer("conv3_block4_2_conv").strides == (2, 2)
+    backbone = keras.Model(net.input, net.get_layer("post_relu").output)
     assert tuple(backbone(np.zeros((1, 64, 96, 3), np.uint8)).shape) == (1, 4, 6, 2048)
 
 
 def test_deeplab_default_rates_and_output_stride_8():
     net = deeplab.DeepLabV3Plus(output_stride=8)
-    assert net.config["aspp_rates"] == [12, 24, 36]  # the paper's 6/12/18, doubled
-    assert net.model.get_layer("aspp_rate36_conv").dilation_rate == (36, 36)
+    assert net.get_config()["aspp_rates"] == [12, 24, 36]  # the paper's 6/12/18, doubled
+    assert net.get_layer("aspp_rate36_conv").dilation_rate == (36, 36)
     for name, rate in (("conv3_block4_2_conv", 1), ("conv4_block1_2_conv", 2),
                        ("conv4_block6_2_conv", 2), ("conv5_block3_2_conv", 4)):
-        assert net.model.get_layer(name).dilation_rate == (rate, rate), name
-        assert net.model.get_layer(name).strides == (1, 1), name
-    backbone = keras.Model(net.model.input, net.model.get_layer("post_relu").output)
+        assert net.get_layer(name).dilation_rate == (rate, rate), name
+        assert net.get_layer(name).strides == (1, 1), name
+    backbone = keras.Model(net.input, net.get_layer("post_relu").output)
     assert tuple(backbone(np.zeros((1, 64, 96, 3), np.uint8)).shape) == (1, 8, 12, 2048)
     net.check_input_size(72, 40)  # multiples of 8 suffice
-    assert tuple(net.model(np.zeros((1, 40, 72, 3), np.uint8)).shape) == (1, 40, 72, 3)
+    assert tuple(net(np.zeros((1, 40, 72, 3), np.uint8)).shape) == (1, 40, 72, 3)
 
 
 # ----------------------------------------------------------------- SegNet layers
@@ -263,8 +263,9 @@ def test_a_net_trains_with_the_dice_loss():
     keras.utils.set_random_seed(5)
     net = build_model("unet", loss="ce+dice", base_filters=8)
     images, labels = images_and_labels(32, 32)
-    net.model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=net.loss)
-    losses = [float(net.model.train_on_batch(images, labels)) for _ in range(5)]
+    net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                loss=make_loss(net.loss_name))
+    losses = [float(net.train_on_batch(images, labels)) for _ in range(5)]
     assert losses[-1] < losses[0], losses
 
 
@@ -294,7 +295,7 @@ def test_atrous_conv_is_tensorflows_dilated_convolution(height, width, rate):
 def test_aspp_uses_the_atrous_convolution_with_the_papers_rates():
     net = NETS.get("deeplabv3plus") or deeplab.DeepLabV3Plus()
     for rate in (6, 12, 18):
-        conv = net.model.get_layer(f"aspp_rate{rate}_conv")
+        conv = net.get_layer(f"aspp_rate{rate}_conv")
         assert isinstance(conv, layers.AtrousConv2D) and conv.dilation_rate == (rate, rate)
     with pytest.raises(ValueError, match="Received"):
         layers.AtrousConv2D(4, 3, dilation_rate=2, padding="valid")

@@ -5,6 +5,7 @@ the graph decoder and the Pillow one."""
 import importlib.util
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -81,10 +82,11 @@ def test_augment_mode_takes_the_names_and_the_old_bools():
     for bad in ("rotate", "Flip", 1, None):
         with pytest.raises(ValueError, match="augment must be one of"):
             augment_mode(bad)
-    assert MomentumOptimizer(None, [], AccuracyEvaluator()).augment == "flip"
-    assert MomentumOptimizer(None, [], AccuracyEvaluator(), augment=False).augment == "none"
+    net = SimpleNamespace(task="semantic")  # all the trainer reads before it trains
+    assert MomentumOptimizer(net, [], AccuracyEvaluator()).augment == "flip"
+    assert MomentumOptimizer(net, [], AccuracyEvaluator(), augment=False).augment == "none"
     with pytest.raises(ValueError, match="Received: 'rotate'"):
-        MomentumOptimizer(None, [], AccuracyEvaluator(), augment="rotate")
+        MomentumOptimizer(net, [], AccuracyEvaluator(), augment="rotate")
 
 
 @pytest.mark.parametrize("scale, where", [(0.5, (0.0, 0.99)), (0.83, (0.5, 0.2)),
@@ -207,19 +209,18 @@ def test_train_takes_augment_choices_only(capsys):
     assert "invalid choice: 'rotate'" in capsys.readouterr().err
 
 
-def test_resuming_a_run_saved_with_no_augment(tmp_path, monkeypatch, capsys):
-    # Runs from before --augment saved "no_augment"; resuming one reads it as the
-    # matching --augment and warns only when that differs.
+def test_resume_warns_only_when_augment_differs_from_the_run(tmp_path, monkeypatch,
+                                                             capsys):
     from learning.optimizers import MomentumOptimizer
     data = tmp_path / "data"
     write_set(data / "train")
     run = tmp_path / "run"
     run.mkdir()
-    (run / "last.keras").write_bytes(b"")
-    (run / "config.json").write_text(json.dumps({"args": {"no_augment": True}}))
+    (run / "last.keras").write_bytes(b"")  # what --resume looks for
+    (run / "config.json").write_text(json.dumps({"args": {"augment": "none"}}))
     seen = []
 
-    def train(self, save_dir, resume=False, verbose=True):
+    def train(self, save_dir, resume=False, verbose=True, **kwargs):
         seen.append(self.augment)
         return {"best_score": 0.0}
 

@@ -23,15 +23,19 @@ def bench_script(name="throughput"):
 def test_throughput_rows_for_every_mode(tmp_path):
     out = tmp_path / "rows.json"
     rows = bench_script().main(["--models", "unet", "--sizes", "64",
-                                     "--batch-size", "2", "--steps", "2",
-                                     "--input-images", "16", "--json", str(out)])
-    assert json.loads(out.read_text()) == rows  # the file is the list of rows
+                                "--batch-size", "2", "--steps", "2", "--repeats", "2",
+                                "--input-images", "16", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["rows"] == rows and saved["machine"]["cpu"]
     assert sorted(r["mode"] for r in rows) == ["evaluate", "input", "predict", "train"]
+    for peak in saved["peaks"]:  # numpy's sgemm with its own kernel, and tf.matmul
+        assert peak["float32"] == max(peak["numpy"], peak["tf_float32"]) > 0
+        assert peak["kernel"]  # the BLAS kernel threadpoolctl names
     for r in rows:
-        assert r["images_per_second"] > 0 and r["sgemm_gflops_per_second"] > 0
+        assert r["images_per_second"] > 0 and r["peak_gflops_per_second"] > 0
         # timed at the start and after the one model and size; the best is the peak
-        assert len(r["sgemm_runs"]) == 2
-        assert r["sgemm_gflops_per_second"] == max(r["sgemm_runs"])
+        assert len(r["peak_runs"]) == 2
+        assert r["peak_gflops_per_second"] == max(r["peak_runs"])
         if r["mode"] == "input":  # no network runs: no FLOPs
             assert r["gflops_per_second"] is None
             continue
@@ -39,8 +43,13 @@ def test_throughput_rows_for_every_mode(tmp_path):
         factor = 3 if r["mode"] == "train" else 1
         assert r["gflops_per_second"] == pytest.approx(
             factor * r["forward_gflops_per_image"] * r["images_per_second"])
-        assert r["fraction_of_matmul_peak"] == pytest.approx(
-            r["gflops_per_second"] / r["sgemm_gflops_per_second"])
+        assert r["fraction_of_peak"] == pytest.approx(
+            r["gflops_per_second"] / r["peak_gflops_per_second"])
+    train = next(r for r in rows if r["mode"] == "train")
+    # each repeat a fresh process; the row is their median, with the spread
+    assert len(train["runs"]) == 2
+    assert train["min_images_per_second"] <= train["images_per_second"] \
+        <= train["max_images_per_second"]
 
 
 def test_throughput_rejects_a_size_the_model_cannot_take():

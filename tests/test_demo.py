@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import demo
-from datasets.data import IGNORE_LABEL, is_cat, read_data
+from datasets import demo, demo_drawing
+from datasets.data import IGNORE_LABEL, read_data
+from datasets.files import is_cat
 
 NUM_TRAIN, NUM_TEST = 12, 4
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,7 +77,7 @@ def test_sizes_vary_and_are_not_square(demo_root):
     sizes = [Image.open(p).size for p in glob.glob(os.path.join(demo_root, "*", "images", "*"))]
     assert any(w != h for w, h in sizes)
     assert len(set(sizes)) > len(sizes) // 2
-    lo, hi = demo.SIZE_RANGE
+    lo, hi = demo_drawing.SIZE_RANGE
     assert all(lo <= s <= hi for size in sizes for s in size)
     image = Image.open(glob.glob(os.path.join(demo_root, "train", "images", "*"))[0])
     assert image.format == "JPEG" and image.mode == "RGB"

@@ -14,8 +14,9 @@ import pytest
 import tensorflow as tf
 
 from datasets import demo
+from datasets.instances import ensure_instance_demo
 from datasets.replicas import ReplicaSplit, eval_batch_sizes, eval_batches
-from learning.labels import IGNORE_LABEL
+from common.labels import IGNORE_LABEL
 from scripts import script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,6 +167,10 @@ def runs(tmp_path_factory):
     step and resumed), and on two worker processes (stopped by the chief, resumed)."""
     tmp = tmp_path_factory.mktemp("distribute")
     data = demo.generate(str(tmp / "data"), num_train=10, num_test=4)
+    instances = ensure_instance_demo(str(tmp / "instances"), num_train=8, num_test=2)
+    solo = ["--model", "solo", "--data", instances, "--image-size", "64",
+            "--batch-size", "4", "--epochs", "1", "--weights", "none",
+            "--solo-backbone", "small", "--val-fraction", "0.25", "--no-tensorboard"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "PYTHONPATH": ROOT}
     out = {name: str(tmp / name) for name in ("single", "mirrored", "cut", "chief",
                                               "worker")}
@@ -181,6 +186,9 @@ def runs(tmp_path_factory):
     # (imports, tracing) or waiting on the other worker, so together they finish
     # sooner than one after another on two cores.
     start("mirrored", [MIRRORED, json.dumps(_train_args(data)), str(tmp)], env)
+    # SOLO on the same two devices, in its own process as train.py runs it
+    solo += ["--out", str(tmp / "solo"), "--strategy", "mirrored", "--cpu-devices", "2"]
+    start("solo", ["import sys, train; sys.exit(train.main(sys.argv[1:]))", *solo], env)
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     for index, name in enumerate(("chief", "worker")):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker",
@@ -250,3 +258,13 @@ def test_a_mirrored_run_stopped_mid_epoch_resumes_exactly(runs):
                   for k in ("mirrored", "cut"))
     for a, b in zip(whole.get_weights(), cut.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_solo_trains_on_two_mirrored_replicas(runs):
+    _, out, logs = runs
+    solo = os.path.join(os.path.dirname(out["mirrored"]), "solo")
+    assert "replicas: 2 (mirrored); batch 4 global, 2 per replica" in logs["solo"]
+    row = _first_epoch(solo)
+    assert row["epoch"] == "1" and np.isfinite(float(row["loss"]))
+    assert 0.0 <= float(row["val_score"]) <= 1.0  # mask AP50 of the validation images
+    assert os.path.isfile(os.path.join(solo, "best.keras"))

@@ -15,6 +15,7 @@ from PIL import Image
 
 from datasets import data
 from datasets import download as dl
+from datasets import prepare as prep
 
 # 6 cats (capitalised) and 6 dogs: all usable, 16x12 pixels.
 GOOD = [f"Abyssinian_{i}" for i in range(1, 7)] + [f"beagle_{i}" for i in range(1, 7)]
@@ -132,12 +133,12 @@ def test_keep_large_keeps_the_wide_image(tmp_path, net):
 
 def test_article_split_is_seeded_sorted_and_about_the_fraction():
     names = [f"pet_{i}" for i in range(200)]
-    train, test = dl.split_article(names, seed=0, test_fraction=0.1)
+    train, test = prep.split_article(names, seed=0, test_fraction=0.1)
     assert len(test) == 20 and len(train) == 180
     assert sorted(train + test) == sorted(names)
-    assert dl.split_article(names[::-1], seed=0, test_fraction=0.1) == (train, test)
-    assert dl.split_article(names, seed=1, test_fraction=0.1)[1] != test
-    assert len(dl.split_article(names, seed=0, test_fraction=0.25)[1]) == 50
+    assert prep.split_article(names[::-1], seed=0, test_fraction=0.1) == (train, test)
+    assert prep.split_article(names, seed=1, test_fraction=0.1)[1] != test
+    assert len(prep.split_article(names, seed=0, test_fraction=0.25)[1]) == 50
 
 
 def test_official_split_follows_the_lists(tmp_path, net):
@@ -157,7 +158,7 @@ def test_rerun_with_same_options_is_a_no_op(tmp_path, net, caplog):
     first = dl.prepare(str(root), progress=False)
     mtime = os.stat(root / "prepare.json").st_mtime_ns
     n_fetches = len(net)
-    caplog.set_level("INFO", logger=dl.__name__)
+    caplog.set_level("INFO", logger=prep.__name__)
     assert dl.prepare(str(root), progress=False) == first
     assert "nothing to do" in caplog.text
     assert os.stat(root / "prepare.json").st_mtime_ns == mtime and len(net) == n_fetches

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import models
-from learning import cli
+from learning import cli, runs
 from scripts import script
 
 
@@ -63,7 +63,7 @@ def make_run(run_dir, name="unet"):
     """A run folder holding an untrained `name` network as best.keras."""
     keras.utils.set_random_seed(0)
     net = models.build_model(name, weights=None, **NETS[name])
-    net.save(os.path.join(run_dir, "best.keras"))
+    runs.save_checkpoint(net, os.path.join(run_dir, "best.keras"))
     return net
 
 
@@ -130,7 +130,7 @@ def test_export_serves_probabilities_without_the_project(case, served):
         assert p.shape == x.shape[:3] + (net.num_classes,), name
         assert p.dtype == np.float32
         np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
-        expected = keras.ops.convert_to_numpy(keras.ops.softmax(net.model(x), axis=-1))
+        expected = keras.ops.convert_to_numpy(keras.ops.softmax(net(x), axis=-1))
         np.testing.assert_allclose(p, expected, atol=1e-5, err_msg=name)
 
 

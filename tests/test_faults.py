@@ -20,7 +20,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageFile
 
-from datasets import check
+from datasets import check, files
 from datasets import data as dataset
 from datasets.stream import make_dataset
 
@@ -302,7 +302,7 @@ def test_empty_or_missing_folder_says_which(tmp_path, capsys):
 def test_pixel_limit_is_checked_before_decoding(tmp_path, monkeypatch):
     small = _expect(tmp_path, "a_1", ".png", blocks(30, 30))
     big = _expect(tmp_path, "b_1", ".png", blocks(40, 40))
-    monkeypatch.setattr(dataset, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(files, "MAX_IMAGE_PIXELS", 1000)
     decoded = []
     real_load = ImageFile.ImageFile.load
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decoded.append(im.size)
@@ -321,7 +321,7 @@ def test_very_large_image_does_not_blow_up_memory(tmp_path):
     # own peak over the exec).
     code = (
         "import sys\n"
-        "from datasets.data import DataError, load_image\n"
+        "from datasets.files import DataError, load_image\n"
         "def peak_kb():\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith('VmHWM:'):\n"

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import compose, instances
-from datasets.data import DataError
+from common import coco as coco_masks
+from datasets import compose, geometry, instance_folder, instance_stream, instances
+from datasets.augment import epoch_order
+from datasets.files import DataError
 from learning import coco
 
 
@@ -32,7 +34,7 @@ def tiny_folder(tmp_path):
     a = np.stack([_disc(40, 48, 12, 12, 8), _disc(40, 48, 25, 30, 9)])
     b = np.stack([_disc(40, 48, 20, 24, 12)])
     items = [_composite(a, [0, 1]), _composite(b, [1], seed=1)]
-    return compose.write_instance_folder(str(tmp_path / "tiny"), items, {"note": "test"})
+    return instance_folder.write_instance_folder(str(tmp_path / "tiny"), items, {"note": "test"})
 
 
 @pytest.fixture()
@@ -90,21 +92,21 @@ def _check_instance_folder(folder, num, size):
 def test_rle_round_trip():
     rng = np.random.default_rng(0)
     for mask in (rng.random((17, 23)) < 0.4, np.zeros((5, 7), bool), np.ones((4, 3), bool)):
-        rle = coco.encode_mask(mask)
+        rle = coco_masks.encode_mask(mask)
         assert isinstance(rle["counts"], str) and rle["size"] == list(mask.shape)
-        np.testing.assert_array_equal(coco.decode_mask(json.loads(json.dumps(rle))), mask)
+        np.testing.assert_array_equal(coco_masks.decode_mask(json.loads(json.dumps(rle))), mask)
     # Area and box: a 3x2 block at rows 1-2, columns 2-4 -> area 6, box [x 2, y 1, w 3, h 2].
     block = np.zeros((5, 7), bool)
     block[1:3, 2:5] = True
-    assert coco.mask_area_and_box(coco.encode_mask(block)) == (6, [2.0, 1.0, 3.0, 2.0])
+    assert coco_masks.mask_area_and_box(coco_masks.encode_mask(block)) == (6, [2.0, 1.0, 3.0, 2.0])
 
 
 def test_polygons_and_uncompressed_rle_decode():
     # The square polygon (1,1)-(5,1)-(5,5)-(1,5) covers 4x4 pixels in COCO's rasteriser.
-    square = coco.decode_segmentation([[1, 1, 5, 1, 5, 5, 1, 5]], 8, 8)
+    square = coco_masks.decode_segmentation([[1, 1, 5, 1, 5, 5, 1, 5]], 8, 8)
     assert square.sum() == 16 and square[1:5, 1:5].all()
     # Uncompressed RLE runs are column-major: 3 off, 2 on, 4 off in a 3x3 image.
-    runs = coco.decode_segmentation({"size": [3, 3], "counts": [3, 2, 4]}, 3, 3)
+    runs = coco_masks.decode_segmentation({"size": [3, 3], "counts": [3, 2, 4]}, 3, 3)
     np.testing.assert_array_equal(runs, [[0, 1, 0], [0, 1, 0], [0, 0, 0]])
 
 
@@ -222,36 +224,46 @@ def test_instance_demo(tmp_path):
 def test_fit_to_size_and_restore():
     masks = np.stack([_disc(30, 60, 15, 20, 10), _disc(30, 60, 10, 45, 6)])
     image = np.full((30, 60, 3), 200, np.uint8)
-    fitted, fitted_masks = instances.fit_to_size(image, masks, 40)
+    fitted, fitted_masks = geometry.fit_to_size(image, masks, 40)
     # 60 wide -> 40: scale 2/3, so 20 rows of image and 20 of zero padding below.
     assert fitted.shape == (40, 40, 3) and (fitted[:20] == 200).all() and not fitted[20:].any()
     assert fitted_masks.shape == (2, 40, 40) and not fitted_masks[:, 20:].any()
-    doubled = instances.fit_to_size(image, masks, 120)[1]
-    np.testing.assert_array_equal(instances.restore_masks(doubled, 30, 60), masks)
+    doubled = geometry.fit_to_size(image, masks, 120)[1]
+    np.testing.assert_array_equal(geometry.restore_masks(doubled, 30, 60), masks)
+
+
+def stream(folder, size, batch, seed=0, augment="none", **kwargs):
+    """The one instance stream, for one epoch of `folder`."""
+    return instance_stream.training_stream(instances.read_annotations(folder), size,
+                                           batch, seed=seed, first_epoch=0,
+                                           num_epochs=1, augment=augment, **kwargs)
 
 
 def test_stream_contract(tiny_folder):
-    ds = instances.make_instance_dataset(tiny_folder, 48, 2, max_instances=3)
-    images, target = next(iter(ds))
+    images, target = next(iter(stream(tiny_folder, 48, 2, max_instances=3)))
     assert images.shape == (2, 48, 48, 3) and images.dtype.name == "uint8"
     assert target["masks"].shape == (2, 3, 48, 48) and target["masks"].dtype.name == "uint8"
     assert target["classes"].dtype.name == "int32"
+    # the epoch's order is epoch_order's; the tiny folder's two 40x48 images hold
+    # (a) a cat and a dog, (b) a dog
+    order = epoch_order(len(instances.read_annotations(tiny_folder)), 0, 0, "none").order
+    by_image = {0: ([0, 1, -1], 0), 1: ([1, -1, -1], 1)}
     masks, classes = target["masks"].numpy(), target["classes"].numpy()
-    assert classes.tolist() == [[0, 1, -1], [1, -1, -1]]
-    assert not masks[0, 2].any() and not masks[1, 1:].any()  # padding slots are empty
+    assert classes.tolist() == [by_image[int(i)][0] for i in order[:2]]
+    for m, i in zip(masks, order[:2]):
+        used = 2 if i == 0 else 1
+        assert not m[used:].any()  # padding slots are empty
+        if i == 0:  # 40x48 -> 48 wide is a 1x scale: the masks are exact, padded below
+            np.testing.assert_array_equal(m[1, :40], _disc(40, 48, 25, 30, 9))
+            assert not m[:, 40:].any()
     assert set(np.unique(masks).tolist()) == {0, 1}
-    # 40x48 -> 48 wide is a 1x scale: the masks are exact, padded below.
-    np.testing.assert_array_equal(masks[0, 1, :40], _disc(40, 48, 25, 30, 9))
-    assert not masks[:, :, 40:].any() and not images.numpy()[:, 40:].any()
     with pytest.raises(DataError, match="max_instances=1"):
-        instances.make_instance_dataset(tiny_folder, 48, 2, max_instances=1)
+        stream(tiny_folder, 48, 2, max_instances=1)
 
 
 def test_stream_shuffle_and_flips_are_seeded(tiny_folder):
     def batches(seed):
-        ds = instances.make_instance_dataset(tiny_folder, 32, 2, shuffle=True, seed=seed,
-                                             augment=True)
-        images, target = next(iter(ds))
+        images, target = next(iter(stream(tiny_folder, 32, 2, seed=seed, augment="flip")))
         return images.numpy(), target["masks"].numpy(), target["classes"].numpy()
 
     first, again = batches(5), batches(5)
@@ -259,8 +271,7 @@ def test_stream_shuffle_and_flips_are_seeded(tiny_folder):
         np.testing.assert_array_equal(a, b)
     assert first[1].shape == (2, 8, 32, 32)
     # A flip moves image and masks together: each mask covers the same pixels it did.
-    plain = instances.make_instance_dataset(tiny_folder, 32, 2)
-    p_images, p_target = next(iter(plain))
+    p_images, p_target = next(iter(stream(tiny_folder, 32, 2)))
     by_count = {int((c >= 0).sum()): m for m, c in zip(p_target["masks"].numpy(),
                                                        p_target["classes"].numpy())}
     for masks, classes in zip(first[1], first[2]):

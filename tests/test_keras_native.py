@@ -18,6 +18,7 @@ import pytest
 
 from learning.evaluators import ConfusionMatrix
 from models import backbones
+from models.losses import make_loss
 from models.metrics import make_metrics
 from test_evaluators import PRED, TRUTH
 from scripts import ROOT
@@ -183,7 +184,7 @@ def test_keras_metrics_match_the_confusion_matrix_over_many_batches():
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
     from datasets import demo
-    from datasets.data import list_images
+    from datasets.files import list_images
     root = demo.generate(str(tmp_path_factory.mktemp("demo")), num_train=8, num_test=2)
     return list_images(os.path.join(root, "train"))
 
@@ -237,14 +238,14 @@ def test_step_losses_are_each_steps_own_loss(paths, tmp_path):
         def on_train_batch_begin(self, batch, logs=None):
             images, labels = next(self.batches)
             logits = self.model(images, training=True)  # batch norm as in the step
-            self.losses.append(float(self.opt.model.loss(labels, logits)))
+            self.losses.append(float(make_loss("ce")(labels, logits)))
 
     opt = make_optimizer(paths, 2, batch_size=4)
     direct = Direct(opt)
     opt.callbacks.append(direct)
     opt.train(str(tmp_path / "run"), verbose=False)
     assert opt.steps_per_epoch == 2 and len(direct.losses) == 4
-    np.testing.assert_allclose(opt.step_losses, direct.losses, rtol=2e-4)
+    np.testing.assert_allclose(opt.curve.step_losses, direct.losses, rtol=2e-4)
 
 
 def test_tensorboard_can_be_turned_off(paths, tmp_path):
@@ -278,10 +279,10 @@ def test_a_run_opens_with_keras_load_model_in_a_plain_session(paths, tmp_path):
                          cwd=str(tmp_path), env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     # last.keras: a compiled keras.Model with its optimizer state; uint8 in
-    assert out.stdout.split()[-4:] == ["SegmentationModel", "uint8", "SGD",
+    assert out.stdout.split()[-4:] == ["UNet", "uint8", "SGD",
                                        str(opt.steps_per_epoch)]
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"),
-                                  opt.model.model(x, training=False))
+                                  opt.model(x, training=False))
     # best.keras holds config and weights only: about half of last.keras for SGD
     # with momentum (one slot variable per weight)
     assert os.path.getsize(run / "best.keras") < 0.7 * os.path.getsize(run / "last.keras")

@@ -21,14 +21,16 @@ import pytest
 import tensorflow as tf
 
 from datasets import demo
-from datasets.data import list_images
+from datasets.files import list_images
 from learning import cli
 from datasets.stream import make_training_stream
+from common.files import remove_stale_temporaries
+from learning import runs
 from learning.optimizers import TrainingError, TrainingInterrupted
-from models import checkpoint
-from models.nn import SegNet
+from models.losses import make_loss
 from models.unet import UNet
 from scripts import ROOT, script
+from test_training import assert_same_state
 from test_training import make_optimizer as training_optimizer
 
 
@@ -59,7 +61,7 @@ def last_state(run_dir):
 
 
 def weights_of(path):
-    return [np.asarray(w) for w in checkpoint.load_model(str(path)).weights]
+    return [np.asarray(w) for w in runs.load_checkpoint(str(path)).weights]
 
 
 # --------------------------------------------------------------------------- Ctrl-C
@@ -105,10 +107,8 @@ def test_sigterm_then_resume_is_exact(demo_root, straight_run, tmp_path, step):
 
     resumed = make_optimizer(demo_root, 3)
     resumed.train(str(tmp_path / "b"), resume=True, verbose=False)
-    for attr in ("curr_epoch", "curr_learning_rate", "num_bad_epochs", "best_score"):
-        assert getattr(resumed, attr) == pytest.approx(getattr(straight, attr)), attr
-    np.testing.assert_allclose(resumed.step_losses, straight.step_losses, rtol=1e-5)
-    a, b = straight.model.model, resumed.model.model
+    assert_same_state(straight, resumed, rtol=1e-5)  # epoch, rate, best, step losses
+    a, b = straight.model, resumed.model
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_allclose(wa.numpy(), wb.numpy(), rtol=1e-5, atol=1e-6)
     assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == 12
@@ -214,13 +214,13 @@ def test_train_process_killed_then_interrupted_then_resumed(demo_root, tmp_path)
 
 WRITER = """
 import sys, numpy as np, keras
-from models import checkpoint
+from learning.runs import save_checkpoint
 path = sys.argv[1]
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3_000_000, name="big")])
 for i in range(10**6):
     model.get_layer("big").kernel.assign(np.full((4, 3_000_000), i, np.float32))
     model.get_layer("big").bias.assign(np.full(3_000_000, i, np.float32))
-    checkpoint.save_model(model, path)
+    save_checkpoint(model, path)
     print(i, flush=True)
 """
 
@@ -246,7 +246,7 @@ def test_checkpoint_survives_sigkill_at_any_moment(tmp_path):
             assert kernel.shape == (4, 3_000_000) and (kernel == i).all() and (bias == i).all()
         else:
             assert kill == 0  # only a kill before the first rename leaves no file
-        assert len(checkpoint.remove_stale_temporaries(str(tmp_path))) <= 1
+        assert len(remove_stale_temporaries(str(tmp_path))) <= 1
         assert not temporaries(tmp_path)
     assert mid_write >= 3, "the kills should land while a checkpoint is being written"
 
@@ -256,9 +256,9 @@ def test_damaged_checkpoint_gets_a_clear_error(demo_root, tmp_path, capsys):
     UNet(base_filters=4, depth=2).save(path)
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
-    with pytest.raises(checkpoint.CheckpointError, match="not a readable checkpoint.*"
-                                                         "other checkpoint of the run"):
-        checkpoint.load_model(path)
+    with pytest.raises(runs.CheckpointError, match="not a readable checkpoint.*"
+                                                   "other checkpoint of the run"):
+        runs.load_checkpoint(path)
     assert cli.run(script("test").main, ["--data", demo_root, "--checkpoint", path]) == 2
     assert "best.keras is not a readable checkpoint" in capsys.readouterr().err
 
@@ -285,11 +285,11 @@ def test_second_ctrl_c_aborts_at_once(demo_root, tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp_path):
     scale = tf.Variable(1.0)
-    opt = make_optimizer(demo_root, 1)
-    base = opt.model.loss
+    base = make_loss("ce")
+
     def scaled(y, p):
         return base(y, p) * scale
-    opt.model.loss = scaled
+    opt = make_optimizer(demo_root, 1, loss=scaled)
     run = str(tmp_path / "run")
     opt.train(run, verbose=False)
     names = ("last.keras", "best.keras", "state.json", "history.csv")
@@ -305,8 +305,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(demo_root, tmp_path):
     assert last_state(run)["epoch"] == 1
     assert [r["epoch"] for r in history(run)] == ["1"]
 
-    fresh = make_optimizer(demo_root, 1)
-    fresh.model.loss = scaled
+    fresh = make_optimizer(demo_root, 1, loss=scaled)
     with pytest.raises(TrainingError, match="No epoch had finished"):
         fresh.train(str(tmp_path / "fresh"), verbose=False)
     assert not os.path.exists(tmp_path / "fresh" / "last.keras")
@@ -329,9 +328,9 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(demo_root, tmp_path
     before = {n: open(os.path.join(run, n), "rb").read()
               for n in ("best.keras", "last.keras")}
 
-    monkeypatch.setattr(checkpoint.keras.saving, "save_model", full_disk)
+    monkeypatch.setattr(keras.saving, "save_model", full_disk)
     opt.num_epochs = 2
-    with pytest.raises(checkpoint.CheckpointError) as err:
+    with pytest.raises(runs.CheckpointError) as err:
         opt.train(run, resume=True, verbose=False)
     assert "No space left on device" in str(err.value)
     assert "The previous checkpoint is intact" in str(err.value)
@@ -341,7 +340,7 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(demo_root, tmp_path
 
     # What a user of the scripts sees: one line, exit status 2.
     def save(argv):
-        opt.model.save(os.path.join(run, "last.keras"))
+        runs.save_checkpoint(opt.model, os.path.join(run, "last.keras"))
     assert cli.run(save) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: could not save checkpoint") and "intact" in err
@@ -362,25 +361,25 @@ def test_same_seed_same_split_batches_and_metrics(demo_root, tmp_path):
     common = ["--data", demo_root, "--model", "unet", "--image-size", "64",
               "--batch-size", "2", "--epochs", "2", "--weights", "none", "--seed", "3",
               "--val-fraction", "0.3"]
-    runs = [str(tmp_path / name) for name in ("one", "two")]
-    for run in runs:
+    folders = [str(tmp_path / name) for name in ("one", "two")]
+    for run in folders:
         assert cli.run(train.main, common + ["--out", run]) == 0
         assert cli.run(test_script.main, ["--data", demo_root, "--run", run]) == 0
-    configs = [json.load(open(os.path.join(r, "config.json"))) for r in runs]
+    configs = [json.load(open(os.path.join(r, "config.json"))) for r in folders]
     assert configs[0]["val_names"] == configs[1]["val_names"]
     assert len(configs[0]["val_names"]) == 3
-    assert history(runs[0]) == history(runs[1])
-    one, two = (weights_of(os.path.join(r, "last.keras")) for r in runs)
+    assert history(folders[0]) == history(folders[1])
+    one, two = (weights_of(os.path.join(r, "last.keras")) for r in folders)
     for wa, wb in zip(one, two):
         np.testing.assert_array_equal(wa, wb)
-    metrics = [json.load(open(os.path.join(r, "metrics.json"))) for r in runs]
+    metrics = [json.load(open(os.path.join(r, "metrics.json"))) for r in folders]
     for m in metrics:
         m.pop("checkpoint")
     assert metrics[0] == metrics[1]
 
     # The batches: the same (seed, epoch) gives the same order and flips; another
     # epoch or seed does not.
-    assert isinstance(SegNet.load(os.path.join(runs[0], "last.keras")), UNet)
+    assert isinstance(keras.models.load_model(os.path.join(folders[0], "last.keras")), UNet)
     paths = list_images(os.path.join(demo_root, "train"))
 
     def first_batch(seed, epoch):
@@ -407,14 +406,14 @@ def test_a_kill_between_state_and_checkpoint_writes_still_resumes(demo_root, tmp
     open(os.path.join(run, "last.keras"), "wb").write(epoch1)
 
     resumed = make_optimizer(demo_root, 2)
-    resumed.restore(run)  # finds the state that belongs to the epoch-1 checkpoint
-    assert resumed.curr_epoch == 1 and len(resumed.epochs) == 1
+    resumed.compile()
+    state = resumed.restore(run)  # finds the state that belongs to the epoch-1 checkpoint
+    assert state["epoch"] == 1 and len(state["history"]["epochs"]) == 1
     # A second kill in the same window, during the next save: the epoch-1 state must
     # still be in state.json for the epoch-1 checkpoint.
-    resumed.curr_epoch, resumed.step_losses = 5, [0.0]  # a different, newer state
-    resumed.model.model.optimizer.iterations.assign(99)
-    from models import checkpoint as ckpt
-    ckpt.write_state(run, resumed.state(), resumed.saved_iterations)
+    newer = {**state, "epoch": 5, "iterations": 99,
+             "history": {"epochs": [], "step_losses": [0.0]}}
+    runs.write_state(run, newer, on_disk=state["iterations"])
     again = make_optimizer(demo_root, 2)
     again.train(run, resume=True, verbose=False)
     assert [r["epoch"] for r in history(run)] == ["1", "2"]

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.solo import SOLO, CoordinateChannels, default_scale_ranges
+from models.solo import SOLO, default_scale_ranges
+from models.solo_heads import CoordinateChannels
 from models.solo_nms import mask_iou, mask_nms, matrix_nms
 from models.solo_loss import SOLOLoss, dice_loss, focal_loss_sum, positive_masks
 from models.solo_targets import solo_targets
@@ -55,34 +56,34 @@ def synthetic_batch():
 
 
 def test_output_shapes_and_layer_names(solo):
-    out = solo.model(np.zeros((2, 64, 64, 3), np.uint8))
+    out = solo(np.zeros((2, 64, 64, 3), np.uint8))
     assert {k: tuple(v.shape) for k, v in out.items()} == {
         "category_p2": (2, 16, 16, 2), "mask_p2": (2, 32, 32, 256),
         "category_p3": (2, 12, 12, 2), "mask_p3": (2, 16, 16, 144),
         "category_p4": (2, 8, 8, 2), "mask_p4": (2, 8, 8, 64)}
-    names = [layer.name for layer in solo.model.layers]
+    names = [layer.name for layer in solo.layers]
     assert len(names) == len(set(names))
     for default in ("conv2d", "add", "rescaling", "group_normalization", "re_lu",
                     "resizing", "up_sampling2d", "coordinate_channels"):
         assert not any(n == default or n.startswith(f"{default}_") for n in names)
     for name in ("fpn_lateral_c5", "fpn_p3_sum", "fpn_p2", "solo_mask_coords",
                  "solo_mask_conv1", "solo_category_gn2", "solo_category_resize_p3"):
-        assert solo.model.get_layer(name) is not None
+        assert solo.get_layer(name) is not None
     # the towers are shared by the levels; the last convolution is per level
-    assert len(solo.model.get_layer("solo_mask_conv1")._inbound_nodes) == 3
-    assert solo.model.get_layer("mask_p3").kernel.shape == (1, 1, 64, 144)
+    assert len(solo.get_layer("solo_mask_conv1")._inbound_nodes) == 3
+    assert solo.get_layer("mask_p3").kernel.shape == (1, 1, 64, 144)
     # category logits start at the focal loss prior, p = 0.01
-    np.testing.assert_allclose(solo.model.get_layer("category_p2").bias.numpy(),
+    np.testing.assert_allclose(solo.get_layer("category_p2").bias.numpy(),
                                math.log(0.01 / 0.99), rtol=1e-6)
 
 
 def test_resnet_backbone_keeps_keras_names():
     net = SOLO(weights=None, grids=(8, 6), fpn_width=32, head_depth=1,
                head="vanilla")  # ResNet-50 v2
-    out = net.model(np.zeros((1, 64, 64, 3), np.uint8))
+    out = net(np.zeros((1, 64, 64, 3), np.uint8))
     assert tuple(out["mask_p3"].shape) == (1, 16, 16, 36)
-    assert net.model.get_layer("conv4_block5_out") is not None
-    assert net.config["architecture"] == "solo"
+    assert net.get_layer("conv4_block5_out") is not None
+    assert net.architecture == "solo" and net.task == "instance"
 
 
 def test_bad_arguments_fail_early():
@@ -146,14 +147,14 @@ def test_positive_cell_reads_its_own_mask_channel():
 
 def test_decoupled_head_outputs_and_instances():
     net = SOLO(weights=None, backbone="small", grids=(8, 6), head_depth=1)
-    assert net.options["head"] == "decoupled"  # the default
+    assert net.head == "decoupled"  # the default
     images, targets = synthetic_batch()
-    out = net.model(images)
+    out = net(images)
     assert {k: tuple(v.shape) for k, v in out.items()} == {
         "category_p2": (2, 8, 8, 2), "mask_x_p2": (2, 32, 32, 8),
         "mask_y_p2": (2, 32, 32, 8), "category_p3": (2, 6, 6, 2),
         "mask_x_p3": (2, 16, 16, 6), "mask_y_p3": (2, 16, 16, 6)}
-    assert np.isfinite(float(net.model.compute_loss(y=targets, y_pred=out)))
+    assert np.isfinite(float(net.compute_loss(y=targets, y_pred=out)))
     inst = net.predict_instances(images, score_threshold=0.0, max_instances=3)[0]
     assert inst["masks"].shape[1:] == (64, 64) and len(inst["scores"]) <= 3
 
@@ -240,8 +241,8 @@ def test_training_steps_lower_the_loss_and_instances_come_out(tmp_path):
     keras.utils.set_random_seed(1)
     net = SOLO(weights=None, backbone="small", grids=(8, 6), fpn_width=32, head_depth=1)
     images, targets = synthetic_batch()
-    net.model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-    history = net.model.fit(images, targets, batch_size=2, epochs=12, verbose=0).history
+    net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    history = net.fit(images, targets, batch_size=2, epochs=12, verbose=0).history
     assert {"loss", "category_loss", "mask_loss"} <= set(history)
     assert history["loss"][-1] < 0.7 * history["loss"][0], history["loss"]
     for inst in net.predict_instances(images, max_instances=5):
@@ -253,11 +254,11 @@ def test_training_steps_lower_the_loss_and_instances_come_out(tmp_path):
     labels = net.predict_labels(images, score_threshold=0.0)
     assert labels.shape == (2, 64, 64) and labels.max() <= 2
     # a compiled checkpoint (train.py's last.keras) keeps the optimizer and the loss
-    net.save(str(tmp_path / "last.keras"), include_optimizer=True)
+    net.save(str(tmp_path / "last.keras"))
     loaded = keras.models.load_model(str(tmp_path / "last.keras"))
     assert int(loaded.optimizer.iterations.numpy()) == 12
     np.testing.assert_allclose(loaded(images)["category_p3"],
-                               net.model(images)["category_p3"], rtol=1e-5, atol=1e-6)
+                               net(images)["category_p3"], rtol=1e-5, atol=1e-6)
 
 
 def test_save_and_load_give_the_same_predictions(solo, tmp_path):
@@ -266,12 +267,12 @@ def test_save_and_load_give_the_same_predictions(solo, tmp_path):
     path = str(tmp_path / "solo.keras")
     solo.save(path)
     loaded = keras.models.load_model(path)
-    assert type(loaded).__name__ == "SOLOModel" and loaded.segnet.config == solo.config
-    before, after = solo.model(images), loaded(images)
+    assert type(loaded) is SOLO and loaded.get_config() == solo.get_config()
+    before, after = solo(images), loaded(images)
     for key in before:
         np.testing.assert_allclose(after[key], before[key], rtol=1e-5, atol=1e-6)
     a = solo.predict_instances(images, score_threshold=0.05)
-    b = loaded.segnet.predict_instances(images, score_threshold=0.05)
+    b = loaded.predict_instances(images, score_threshold=0.05)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x["masks"], y["masks"])
         np.testing.assert_allclose(x["scores"], y["scores"], rtol=1e-5)

@@ -12,7 +12,8 @@ import pytest
 from datasets.instances import ensure_instance_demo, read_annotations
 from datasets.augment import epoch_order
 from learning import cli
-from learning.instance_training import MaskAPEvaluator, instance_training_stream
+from datasets.instance_stream import training_stream as instance_training_stream
+from learning.instances import MaskAPEvaluator
 from models import ARCHITECTURES
 from models.solo import SOLO
 from scripts import script
@@ -81,7 +82,8 @@ def test_train_resume_test_and_draw(tiny_demo, tmp_path):
     assert cli.run(train.main, train_args(tiny_demo, run, 3) + ["--resume"]) == 0
     with open(os.path.join(run, "state.json")) as f:
         state = json.load(f)["states"][-1]  # the state of the last.keras on disk
-    assert state["epoch"] == 3 and [e["epoch"] for e in state["epochs"]] == [1, 2, 3]
+    assert state["epoch"] == 3
+    assert [e["epoch"] for e in state["history"]["epochs"]] == [1, 2, 3]
 
     assert cli.run(script("test").main, ["--data", tiny_demo, "--run", run]) == 0
     with open(os.path.join(run, "instances_pred.json")) as f:
@@ -111,8 +113,8 @@ def test_a_run_stopped_mid_epoch_resumes_there(tiny_demo, tmp_path):
     import keras
 
     from datasets.instances import read_instances
-    from learning.instance_training import InstanceOptimizer, write_subset_annotations
-    from learning.optimizers import TrainingInterrupted
+    from learning.instances import InstanceValidation, write_subset_annotations
+    from learning.optimizers import MomentumOptimizer, TrainingInterrupted
 
     train_dir = os.path.join(tiny_demo, "train")
     records, val = read_annotations(train_dir), read_instances(train_dir)[:2]
@@ -131,14 +133,17 @@ def test_a_run_stopped_mid_epoch_resumes_there(tiny_demo, tmp_path):
         keras.utils.set_random_seed(0)
         net = SOLO(weights=None, backbone="small", grids=(8, 6), fpn_width=32,
                    head_depth=1)
-        return InstanceOptimizer(net, records, val, truth, batch_size=4, num_epochs=1,
-                                 learning_rate=0.01, tensorboard=False)
+        return MomentumOptimizer(net, records, MaskAPEvaluator(),
+                                 InstanceValidation(val, truth), batch_size=4,
+                                 num_epochs=1, learning_rate=0.01, tensorboard=False)
 
     first = trainer()
     first.callbacks.append(StopAfterFirstStep(first))
     with pytest.raises(TrainingInterrupted):
         first.train(str(tmp_path), verbose=False)
-    assert first.step_in_epoch == 1 and first.epoch_metrics  # the running loss sums
+    with open(tmp_path / "state.json") as f:
+        saved = json.load(f)["states"][-1]
+    assert saved["step_in_epoch"] == 1 and saved["epoch_metrics"]["loss"]  # running sums
     history = trainer().train(str(tmp_path), resume=True, verbose=False)
     assert [e["epoch"] for e in history["epochs"]] == [1]
     assert len(history["step_losses"]) == 4  # 16 images / 4: one before, 3 after

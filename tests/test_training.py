@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from datasets import demo
-from datasets.data import list_images
+from datasets.files import list_images
 from learning import cli
+from learning.callbacks import PlateauSchedule
 from learning.evaluators import AccuracyEvaluator, IoUEvaluator
 from learning.optimizers import MomentumOptimizer
 from models.unet import UNet
@@ -20,20 +21,25 @@ from scripts import script
 
 
 def test_plateau_schedule_follows_the_article_rule():
-    opt = MomentumOptimizer(None, [], AccuracyEvaluator(), learning_rate=1.0,
-                            learning_rate_patience=2, learning_rate_decay=0.1, eps=0.05)
+    plateau = PlateauSchedule(AccuracyEvaluator(), "val_pixel_accuracy", learning_rate=1.0,
+                              patience=2, decay=0.1, eps=0.05)
     # scores: better, then 3 bad epochs (3 > patience 2 -> decay after the 3rd),
     # better, 3 bad (decay 0.1 -> 0.01: change 0.09 > eps), 3 bad (0.01 -> 0.001
     # would change by 0.009 <= eps: no decay, but the count restarts).
     scores = [0.5, 0.5, 0.4, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
     rates, bad = [], []
     for s in scores:
-        opt._record_score(s)
-        rates.append(opt.curr_learning_rate)
-        bad.append(opt.num_bad_epochs)
+        plateau.record(s)
+        rates.append(plateau.learning_rate)
+        bad.append(plateau.num_bad_epochs)
     assert rates == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01])
     assert bad == [0, 1, 2, 0, 0, 1, 2, 0, 1, 2, 0]
-    assert opt.best_score == 0.6
+    assert plateau.best_score == 0.6
+    # what a resumed run gets back is the same rule's state
+    again = PlateauSchedule(AccuracyEvaluator(), "val_pixel_accuracy", learning_rate=1.0,
+                            patience=2, decay=0.1, eps=0.05)
+    again.set_state(plateau.get_state())
+    assert again.get_state() == plateau.get_state()
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +52,25 @@ def make_optimizer(paths, epochs, seed=0, **kwargs):
     # The loop is the same for every architecture; a small U-Net keeps this quick
     # (the GCN trains in test_gcn.py and end to end below).
     keras.utils.set_random_seed(seed)
-    net = UNet(weights=None, base_filters=8, depth=2)
-    options = dict(batch_size=2, num_epochs=epochs, learning_rate=1e-3, image_size=64,
-                   seed=seed, learning_rate_patience=0)
+    net = UNet(weights=None, base_filters=8, depth=2, input_size=64)
+    options = dict(batch_size=2, num_epochs=epochs, learning_rate=1e-3, seed=seed,
+                   learning_rate_patience=0)
     options.update(kwargs)
     return MomentumOptimizer(net, paths[2:], IoUEvaluator(), paths[:2], **options)
+
+
+def trainer_state(trainer) -> dict:
+    """What a resumed run must get back: epoch, rate, plateau count, best scores,
+    per-step losses (the callbacks' own states)."""
+    return {"epoch": trainer.run_checkpoint.epoch, **trainer.schedule.get_state(),
+            "step_losses": trainer.curve.step_losses}
+
+
+def assert_same_state(a, b, rtol):
+    state_a, state_b = trainer_state(a), trainer_state(b)
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        np.testing.assert_allclose(state_b[key], state_a[key], rtol=rtol, err_msg=key)
 
 
 def test_resume_restores_every_piece_of_state(demo_root, tmp_path):
@@ -61,13 +81,13 @@ def test_resume_restores_every_piece_of_state(demo_root, tmp_path):
     b = make_optimizer(paths, 1)
     b.train(str(tmp_path / "b"), verbose=False)
     b2 = make_optimizer(paths, 2, seed=0)
-    b2.train(str(tmp_path / "b"), resume=True, verbose=False)
-    for attr in ("curr_epoch", "curr_learning_rate", "num_bad_epochs", "best_score"):
-        assert getattr(b2, attr) == pytest.approx(getattr(a, attr)), attr
-    np.testing.assert_allclose(b2.step_losses, a.step_losses, rtol=1e-4)
-    for wa, wb in zip(a.model.model.weights, b2.model.model.weights):
+    history = b2.train(str(tmp_path / "b"), resume=True, verbose=False)
+    assert b2.run_checkpoint.epoch == a.run_checkpoint.epoch == 2
+    assert_same_state(a, b2, rtol=1e-4)  # epoch, rate, plateau count, best, losses
+    np.testing.assert_allclose(history["step_losses"], a.curve.step_losses, rtol=1e-4)
+    for wa, wb in zip(a.model.weights, b2.model.weights):
         np.testing.assert_allclose(wa.numpy(), wb.numpy(), rtol=1e-4, atol=1e-5)
-    opt_a, opt_b = a.model.model.optimizer, b2.model.model.optimizer
+    opt_a, opt_b = a.model.optimizer, b2.model.optimizer
     assert int(opt_a.iterations) == int(opt_b.iterations) == 6
     with open(tmp_path / "b" / "state.json") as f:
         assert json.load(f)["states"][-1]["epoch"] == 2
@@ -103,7 +123,7 @@ def test_scripts_end_to_end_on_the_demo_set(demo_root, tmp_path):
     drawn = sorted(os.listdir(out))
     assert len(drawn) == 4
     from PIL import Image
-    from datasets.data import load_image
+    from datasets.files import load_image
     src = os.path.join(demo_root, "test", "images", drawn[0].replace(".png", ".jpg"))
     assert Image.open(os.path.join(out, drawn[0])).size[::-1] == load_image(src).shape[:2]
 
@@ -131,12 +151,12 @@ def test_a_few_steps_lower_the_loss_under_each_precision_policy(policy):
         keras.utils.set_random_seed(1)
         net = UNet(weights=None, base_filters=8, depth=2)
         compute = "float32" if policy == "float32" else policy.split("_")[1]
-        assert net.model.get_layer("down1_1_conv").compute_dtype == compute
-        assert net.model.output.dtype == "float32"  # logits (and so the loss) in float32
+        assert net.get_layer("down1_1_conv").compute_dtype == compute
+        assert net.output.dtype == "float32"  # logits (and so the loss) in float32
         opt = MomentumOptimizer(net, [], IoUEvaluator(), learning_rate=0.05)
-        opt._compile()  # as the trainer compiles (float16: with loss scaling)
+        opt.compile()  # as the trainer compiles (float16: with loss scaling)
         images, labels = images_and_labels(32, 32)
-        losses = [float(net.model.train_on_batch(images, labels)[0]) for _ in range(6)]
+        losses = [float(net.train_on_batch(images, labels)[0]) for _ in range(6)]
         assert all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -13,7 +13,7 @@ import pytest
 from datasets import demo
 from learning import cli
 from models.crf import DEFAULT_SETTINGS
-from models.tta import label_predictor, predict_probabilities, scaled_sizes
+from models.tta import label_predictor, scaled_sizes, tta_probabilities
 from models.unet import UNet
 from scripts import script
 
@@ -27,14 +27,13 @@ def fake_net(stride=16, input_size=None):
         if h % stride or w % stride:
             raise ValueError(f"needs multiples of {stride}")
 
-    def predict_batch(images):
+    def probabilities(images):
         cat = np.asarray(images)[..., 0].astype(np.float32) / 255
         return np.stack([1 - cat, cat, np.zeros_like(cat)], -1)
 
     return SimpleNamespace(
         output_stride=stride, architecture="fake", check_input_size=check_input_size,
-        predict_batch=predict_batch,
-        model=SimpleNamespace(input_shape=(None, input_size, input_size, 3)))
+        probabilities=probabilities, input_shape=(None, input_size, input_size, 3))
 
 
 def test_scales_round_to_the_stride_and_repeats_are_dropped():
@@ -60,12 +59,12 @@ def test_flips_are_undone():
     ramp = np.stack([4 * cols + 2 * rows, 2 * cols, rows], -1).astype(np.uint8)
     images = np.stack([ramp, ramp[::-1]])  # smooth, and not mirror-symmetric
     net = fake_net()
-    plain = net.predict_batch(images)
-    np.testing.assert_allclose(predict_probabilities(net, images, [1.0], flip=True),
+    plain = net.probabilities(images)
+    np.testing.assert_allclose(tta_probabilities(net, images, [1.0], flip=True),
                                plain, atol=1e-6)
     # Across scales it differs from the plain pass by the bilinear round trips only,
     # which a linear ramp survives but for the borders and the rounding to uint8.
-    many = predict_probabilities(net, images)
+    many = tta_probabilities(net, images)
     assert many.shape == plain.shape and np.allclose(many.sum(-1), 1, atol=1e-5)
     assert np.abs(many - plain).mean() < 0.01
 
@@ -78,18 +77,18 @@ def unet():
 
 def test_one_scale_without_flip_is_the_plain_softmax(unet):
     images = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    np.testing.assert_allclose(predict_probabilities(unet, images, [1.0], flip=False),
-                               unet.predict_batch(images), atol=1e-6)
+    np.testing.assert_allclose(tta_probabilities(unet, images, [1.0], flip=False),
+                               unet.probabilities(images), atol=1e-6)
 
 
 def test_flip_averaging_makes_any_network_mirror_symmetric(unet):
     images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    probs = predict_probabilities(unet, images, [1.0])
-    mirrored = predict_probabilities(unet, images[:, :, ::-1], [1.0])
+    probs = tta_probabilities(unet, images, [1.0])
+    mirrored = tta_probabilities(unet, images[:, :, ::-1], [1.0])
     np.testing.assert_allclose(probs, mirrored[:, :, ::-1], atol=1e-6)
     # Resized, a mirrored image may round to uint8 a level apart here and there.
-    probs = predict_probabilities(unet, images, [1.0, 1.5])
-    mirrored = predict_probabilities(unet, images[:, :, ::-1], [1.0, 1.5])
+    probs = tta_probabilities(unet, images, [1.0, 1.5])
+    mirrored = tta_probabilities(unet, images[:, :, ::-1], [1.0, 1.5])
     np.testing.assert_allclose(probs, mirrored[:, :, ::-1], atol=1e-3)
     assert np.allclose(probs.sum(-1), 1, atol=1e-5)
     labels = label_predictor(unet, {"scales": [1.0], "flip": True},
