@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 
 from learning import cli
 
@@ -65,8 +64,12 @@ def check_out(out: str, overwrite: bool) -> None:
     """Refuses an --out that holds files, unless --overwrite and it is an old export.
 
     The check on what the folder holds keeps `--overwrite` from deleting a folder of
-    other work given by mistake (`--out .`, say).
+    other work given by mistake (`--out .`, say). What a killed export left beside
+    `out` is finished or cleaned up first (`common.files.recover_folder`).
     """
+    from common.files import recover_folder
+    for line in recover_folder(out) if not os.path.isfile(out) else []:
+        print(f"note: {line}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out} is a file; give a folder")
     if not os.path.isdir(out) or not os.listdir(out):
@@ -96,16 +99,14 @@ def serving_model(model):
 def export(model, out: str, fmt: str) -> str:
     """Exports `serving_model(model)` into the folder `out`; returns the artefact path.
 
-    It is written to a temporary folder beside `out` and renamed into place, so a
-    failed export leaves `out` as it was.
+    It is written to a staging folder beside `out` and swapped in whole
+    (`common.files.swap_in_folder`): a failed or killed export leaves `out` as it was,
+    or what the next run finishes.
     """
     import keras
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's folders are owner-only
+
+    from common.files import staging_folder, swap_in_folder
+    tmp = staging_folder(out)
     # N, H and W stay free: the exported graph takes any batch and any image size.
     signature = [keras.InputSpec(dtype="uint8", shape=(None, None, None, 3),
                                  name="images")]
@@ -115,12 +116,10 @@ def export(model, out: str, fmt: str) -> str:
         serving_model(model).export(os.path.join(tmp, name) if name else tmp,
                                     format=fmt, input_signature=signature,
                                     verbose=False)
-        if os.path.isdir(out):
-            shutil.rmtree(out)  # empty, or an earlier export (check_out)
-        os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    swap_in_folder(tmp, out)
     return os.path.join(out, name) if name else out
 
 

@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     model = load_checkpoint(ckpt)
     task = TASKS[model.task]
     size = args.image_size or model.input_size
-    test_dir = cli.split_dir(cli.data_root(args.data, task), "test")
+    test_dir = cli.split_dir(cli.data_root(args.data, task), "test", task)
     print(f"model: {ckpt} ({model.architecture})")
     metrics = task.test(model, test_dir, size, args, run_dir,
                         args.draws or os.path.join(run_dir, "draws"))

@@ -188,7 +188,7 @@ def main(argv=None) -> int:
           f"{args.batch_size // replicas} per replica"
           + ("" if chief else "; this worker writes nothing to --out (the chief does)"))
     task = TASKS[model_class(args).task]
-    train_dir = cli.split_dir(cli.data_root(args.data, task), "train")
+    train_dir = cli.split_dir(cli.data_root(args.data, task), "train", task)
     if chief:  # an --out this run may not write fails now, before anything is built
         check_out(args.out, args.resume, args.overwrite)
     if args.resume:

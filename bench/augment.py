@@ -82,7 +82,8 @@ def input_rate(data: str, image_size: int, batch_size: int, augment: str) -> flo
     from datasets.files import list_images
     from datasets.stream import make_training_stream
     from learning import cli, semantic
-    paths, _ = check_files(list_images(cli.split_dir(cli.data_root(data, semantic), "train")))
+    train_dir = cli.split_dir(cli.data_root(data, semantic), "train", semantic)
+    paths, _ = check_files(list_images(train_dir))
     stream = iter(make_training_stream(paths, image_size, batch_size, seed=0,
                                        first_epoch=0, num_epochs=2, augment=augment))
     steps = -(-len(paths) // batch_size)

@@ -73,7 +73,7 @@ def load_test_split(data: str, size: int):
     """Images, labels (N, size, size) of the test split, as test.py crops them."""
     from datasets.stream import make_dataset
     from learning import semantic
-    test_dir = cli.split_dir(cli.data_root(data, semantic), "test")
+    test_dir = cli.split_dir(cli.data_root(data, semantic), "test", semantic)
     paths, _ = semantic.good_paths(test_dir, skip_bad=True)
     batches = list(make_dataset(paths, size, 8))
     return (np.concatenate([b[0].numpy() for b in batches]),

@@ -223,10 +223,11 @@ def compose_images(load: Callable[[int], Source], num_sources: int, num: int, se
 
 
 def compose_from_folder(src: str, num: int, seed: int, size: int = DEFAULT_SIZE,
-                        split: int = 0, progress: bool = True) -> Iterator[Composite]:
+                        split: int = 0, progress: bool = True,
+                        paths: list[str] | None = None) -> Iterator[Composite]:
     """`compose_images` over the usable image/trimap pairs of `src` (`images/` +
-    `masks/`), each read from disk when picked."""
-    paths = usable_sources(src, progress)
+    `masks/`; `paths` when already checked), each read from disk when picked."""
+    paths = paths or usable_sources(src, progress)
     return compose_images(lambda i: load_source(paths[i]), len(paths), num, seed, size,
                           split, progress)
 

@@ -71,9 +71,17 @@ def load_example(path: str, image_size=None, with_label: bool = True) -> Example
 
 def check_files(paths: Iterable[str], with_label: bool = True,
                 progress: bool = False) -> tuple[list[str], list[DataError]]:
-    """Decodes every pair once; returns (good paths, problems). Reads, never writes."""
-    good, problems = [], []
+    """Decodes every pair once; returns (good paths, problems). Reads, never writes.
+
+    Two images with one name (`Dup_1.jpg` and `Dup_1.png`) would share one mask, so
+    both are problems: which image the mask belongs to cannot be known.
+    """
     paths = list(paths)
+    shared = same_name_images(paths) if with_label else {}
+    good, problems = [], [DataError(p, f"has the same name as {shared[p]}, so both "
+                                       f"would pair with one mask; rename one")
+                          for p in paths if p in shared]
+    paths = [p for p in paths if p not in shared]
     if progress:
         from tqdm import tqdm
         paths = tqdm(paths, desc="checking files", unit="img", leave=False)
@@ -87,6 +95,15 @@ def check_files(paths: Iterable[str], with_label: bool = True,
             if with_label:
                 _CHECKED[path] = _stamp(path)
     return good, problems
+
+
+def same_name_images(paths: list[str]) -> dict[str, str]:
+    """{path: the other file(s)} of images whose names differ only in extension."""
+    by_name: dict[str, list[str]] = {}
+    for path in paths:
+        by_name.setdefault(image_name(path), []).append(path)
+    return {p: ", ".join(os.path.basename(o) for o in group if o != p)
+            for group in by_name.values() if len(group) > 1 for p in group}
 
 
 # Pairs `check_files` found good, with their files' (size, mtime) then: a stream may
@@ -132,12 +149,16 @@ def read_data(data_dir: str, image_size, no_label: bool = False, skip_bad: bool 
         raise ValueError("read_data needs an image_size to stack images of "
                          "different sizes. Received: None")
     paths = list_images(data_dir)
+    shared = same_name_images(paths) if not no_label else {}
     if progress:
         from tqdm import tqdm
         paths = tqdm(paths, desc=f"reading {data_dir}", unit="img", leave=False)
     images, labels, pads, used, problems = [], [], [], [], []
     for path in paths:
         try:
+            if path in shared:
+                raise DataError(path, f"has the same name as {shared[path]}, so both "
+                                      f"would pair with one mask; rename one")
             ex = load_example(path, size, with_label=not no_label)
         except DataError as e:
             problems.append(e)

@@ -61,8 +61,19 @@ def image_name(path: str) -> str:
 
 
 def is_cat(name: str) -> bool:
-    """Oxford's convention: cat breeds are capitalised (`Bombay_1`), dogs are not."""
-    return name[:1].isupper()
+    """Oxford's convention: cat breeds are capitalised (`Bombay_1`), dogs are not.
+
+    A name that does not start with a Latin letter (`猫_3`, `-dash_5`) cannot follow
+    it; it counts as a dog, as before, with a warning once per name."""
+    first = name[:1]
+    if not ("A" <= first <= "Z" or "a" <= first <= "z") and name not in _WARNED:
+        _WARNED.add(name)
+        log.warning("%s: the name does not start with a Latin letter, so it is taken "
+                    "for a dog (cats' names start upper-case, dogs' lower-case)", name)
+    return first.isupper()
+
+
+_WARNED: set[str] = set()  # names `is_cat` warned about
 
 
 def list_image_files(folder: str) -> list[str]:

@@ -20,6 +20,7 @@ from typing import Iterable
 from PIL import Image
 
 from common.coco import CATEGORIES, encode_mask, mask_area_and_box
+from common.files import atomic_path
 from datasets.compose import (DEFAULT_SIZE, Composite, compose_from_folder, compose_images,
                               synthetic_sources)
 
@@ -35,13 +36,13 @@ DEMO_NUM_TRAIN, DEMO_NUM_TEST, DEMO_SIZE = 160, 40, 64
 # --------------------------------------------------------------------------- writing
 
 
-def _prepare(out: str, overwrite: bool) -> None:
-    """Makes `out/images`; clears an earlier set there only with `overwrite`, and never
-    files it did not write."""
+def check_destination(out: str, overwrite: bool) -> list[str]:
+    """Fails when `out` cannot take a new set (files not written here; an earlier set
+    without `overwrite`); returns the earlier set's image files. Writes nothing."""
     images_dir = os.path.join(out, "images")
-    os.makedirs(images_dir, exist_ok=True)
-    ours = [f for f in os.listdir(images_dir) if _NAME_RE.match(f)]
-    foreign = sorted(set(os.listdir(images_dir)) - set(ours))
+    names = os.listdir(images_dir) if os.path.isdir(images_dir) else []
+    ours = [f for f in names if _NAME_RE.match(f)]
+    foreign = sorted(set(names) - set(ours))
     exists = ours or os.path.exists(os.path.join(out, ANNOTATIONS_FILE))
     if foreign:
         raise ValueError(f"{images_dir} holds files not written here (e.g. {foreign[0]}); "
@@ -49,6 +50,15 @@ def _prepare(out: str, overwrite: bool) -> None:
     if exists and not overwrite:
         raise ValueError(f"{out} already holds an instance set; pass --overwrite to "
                          "replace it, or choose another folder")
+    return ours
+
+
+def _prepare(out: str, overwrite: bool) -> None:
+    """Makes `out/images`; clears an earlier set there only with `overwrite`, and never
+    files it did not write."""
+    ours = check_destination(out, overwrite)
+    images_dir = os.path.join(out, "images")
+    os.makedirs(images_dir, exist_ok=True)
     if os.path.exists(os.path.join(out, ANNOTATIONS_FILE)):
         os.remove(os.path.join(out, ANNOTATIONS_FILE))  # first: a half-cleared set is partial
     for f in ours:
@@ -82,10 +92,8 @@ def write_instance_folder(out: str, composites: Iterable[Composite], info: dict 
                                 "area": area, "bbox": bbox, "iscrowd": 0, "source": source})
     document = {"info": dict(info or {}), "images": images, "annotations": annotations,
                 "categories": CATEGORIES}
-    path = os.path.join(out, ANNOTATIONS_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(document, f)
-    os.replace(path + ".tmp", path)  # a complete file or none
+    with atomic_path(os.path.join(out, ANNOTATIONS_FILE)) as tmp, open(tmp, "w") as f:
+        json.dump(document, f)  # a complete file or none
     return out
 
 
@@ -93,14 +101,17 @@ def write_instance_folder(out: str, composites: Iterable[Composite], info: dict 
 
 
 def compose_dataset(src: str, out: str, num: int, seed: int = 0, size: int = DEFAULT_SIZE,
-                    overwrite: bool = False, split: int = 0, progress: bool = True) -> str:
+                    overwrite: bool = False, split: int = 0, progress: bool = True,
+                    sources: list[str] | None = None) -> str:
     """Composes `num` images of 2-4 pets from the trimap folder `src` into the
     instance folder `out`; returns `out`. `split` (0 train, 1 test) picks the random
-    stream, so the two splits of one seed share no layout."""
+    stream, so the two splits of one seed share no layout. `sources`: the usable
+    pairs of `src` when already checked (`datasets.compose.usable_sources`)."""
     if int(num) < 1 or int(size) < 16:
         raise ValueError(f"num must be at least 1 and size at least 16. Received: "
                          f"num={num}, size={size}")
-    items = compose_from_folder(src, int(num), int(seed), int(size), split, progress)
+    items = compose_from_folder(src, int(num), int(seed), int(size), split, progress,
+                                sources)
     info = {"description": "pets composed from one-pet trimap images",
             "source": os.path.basename(os.path.normpath(src)), "seed": int(seed),
             "size": int(size)}

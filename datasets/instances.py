@@ -31,13 +31,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from common.coco import decode_segmentation
+from datasets.compose import DEFAULT_SIZE, usable_sources
+from datasets.files import DataError, DatasetError, load_image
 # Re-exported: the writing half of the format and the demo's defaults.
 from datasets.instance_folder import (ANNOTATIONS_FILE, DEMO_NUM_TEST,  # noqa: F401
-                                      DEMO_NUM_TRAIN, DEMO_ROOT, compose_dataset, demo_meta,
-                                      generate_instance_demo, write_instance_folder)
-from common.coco import decode_segmentation
-from datasets.compose import DEFAULT_SIZE
-from datasets.files import DataError, DatasetError, load_image
+                                      DEMO_NUM_TRAIN, DEMO_ROOT, check_destination,
+                                      compose_dataset, demo_meta, generate_instance_demo,
+                                      write_instance_folder)
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +188,14 @@ def main(argv=None) -> int:
             num_test = args.num_test if args.num_test is not None else max(1, args.num // 5)
             jobs = [(os.path.join(args.src, s), os.path.join(args.out, s), n)
                     for s, n in (("train", args.num), ("test", num_test))]
-        for split_id, (src, out, num) in enumerate(jobs):
+        # Every source and destination is checked before anything is written.
+        sources = [usable_sources(src) for src, _, _ in jobs]
+        for _, out, _ in jobs:
+            check_destination(out, args.overwrite)
+        for split_id, ((src, out, num), paths) in enumerate(zip(jobs, sources)):
             # Split ids 0 and 1 give train and test their own random streams.
             compose_dataset(src, out, num, args.seed, args.size, args.overwrite,
-                            split=split_id)
+                            split=split_id, sources=paths)
             print(f"Wrote {num} images and {ANNOTATIONS_FILE} to {os.path.abspath(out)}")
     except (DataError, DatasetError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,6 +18,7 @@ import tempfile
 
 import numpy as np
 
+from common.files import write_json
 from datasets.files import IMAGE_EXTENSIONS, DataError, image_name, load_image, load_trimap
 
 log = logging.getLogger(__name__)
@@ -201,9 +202,7 @@ def _install(root: str, tmp: str, summary: dict) -> None:
         if os.path.exists(dest):
             shutil.rmtree(dest)
         os.replace(os.path.join(tmp, "out", part), dest)
-    with open(json_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(json_path + ".tmp", json_path)
+    write_json(json_path, summary)
 
 
 def prepare(root: str, split: str = "article", seed: int = 0, test_fraction: float = 0.1,

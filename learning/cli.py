@@ -112,13 +112,16 @@ def add_refinement_flags(p) -> None:
 
 def draw_each(paths: list[str], out_dir: str, render) -> int:
     """draw.py's loop: each readable image of `paths` through `render(image) ->
-    picture`, saved as `out_dir/NAME.png`; unreadable ones are logged and skipped.
-    Returns the number drawn."""
+    picture`, saved as `out_dir/NAME.png` (`NAME.EXT.png` where two images share a
+    name, `a.jpg` and `a.png`); unreadable ones are logged and skipped. Returns the
+    number drawn."""
     from tqdm import tqdm
 
+    from datasets.data import same_name_images
     from datasets.files import DataError, image_name, load_image
     from learning.visualize import save_rgb
     os.makedirs(out_dir, exist_ok=True)
+    shared = same_name_images(paths)
     done = 0
     for path in tqdm(paths, desc="drawing", unit="img"):
         try:
@@ -126,7 +129,8 @@ def draw_each(paths: list[str], out_dir: str, render) -> int:
         except DataError as e:
             logging.warning("skipped %s", e)
             continue
-        save_rgb(os.path.join(out_dir, image_name(path) + ".png"), render(image))
+        name = os.path.basename(path) if path in shared else image_name(path)
+        save_rgb(os.path.join(out_dir, name + ".png"), render(image))
         done += 1
     skipped = len(paths) - done
     print(f"drawn: {done} in {out_dir}/" + (f" ({skipped} unreadable skipped)"
@@ -145,12 +149,13 @@ def data_root(arg: str, task) -> str:
     return arg
 
 
-def split_dir(root: str, split: str) -> str:
-    """`ROOT/split` when it exists, else ROOT itself if it is a split folder."""
+def split_dir(root: str, split: str, task) -> str:
+    """`ROOT/split` when it exists, else ROOT itself if it is a split folder; the
+    error names what the task's folders hold (`task.layout`)."""
     path = os.path.join(root, split)
     if os.path.isdir(os.path.join(path, "images")):
         return path
     if os.path.isdir(os.path.join(root, "images")):
         return root
-    raise FileNotFoundError(f"{path}/images not found: --data must hold {split}/images "
-                            f"and {split}/masks")
+    needs = " and ".join(f"{split}/{part}" for part in task.layout)
+    raise FileNotFoundError(f"{path}/images not found: --data must hold {needs}")

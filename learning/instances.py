@@ -31,6 +31,7 @@ from learning.coco import evaluate_masks, results_from_masks
 from learning.evaluators import Evaluator
 from learning.semantic import TrainingData
 
+layout = ("images/", "annotations.json")  # what a split folder holds
 history_columns = ("category_loss", "mask_loss", "val_mask_ap", "val_mask_ap75")
 clipnorm = 5.0  # SOLO's focal loss can spike early on; --clipnorm 0 turns it off
 DRAW_SCORE_THRESHOLD = 0.3  # drawn instances score at least this (mask AP takes all)

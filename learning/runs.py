@@ -81,9 +81,12 @@ def damaged_message(path: str, error) -> str:
     other = os.path.join(os.path.dirname(path), other) if other else None
     offer = (f"--checkpoint {other}" if other and os.path.isfile(other)
              else "best.keras or last.keras")
-    return (f"{path} is not a readable checkpoint ({str(error).splitlines()[0]}); it "
-            f"may be from an interrupted copy. Use the other checkpoint of the run "
-            f"({offer}).")
+    reason = str(error).splitlines()[0]
+    if os.path.isfile(path) and (not zipfile.is_zipfile(path) or "not found" in reason):
+        # Keras says "File not found" of a file that is there but not a whole archive
+        reason = "not a whole Keras archive: damaged, truncated or another kind of file"
+    return (f"{path} is not a readable checkpoint ({reason}); it may be from an "
+            f"interrupted copy. Use the other checkpoint of the run ({offer}).")
 
 
 def checkpoint_path(run_dir: str | None, checkpoint: str | None) -> str:
@@ -176,13 +179,18 @@ class RunFolder:
         if self.path != self.final:
             swap_in_folder(self.path, self.final)
             self.path = self.final
+            old, (staged, _) = self.locks  # the old run's lock went with it
+            release_lock(old)
+            self.locks = [(staged, os.path.join(self.final, LOCK_FILE))]
 
     def close(self) -> None:
+        """Unlocks; a staged run that never reached its first checkpoint (nothing to
+        keep) and a worker's scratch folder are deleted."""
         for lock in self.locks:
             release_lock(lock)
         self.locks = []
-        if self.scratch_dir:
-            shutil.rmtree(self.scratch_dir, ignore_errors=True)
+        if self.scratch_dir or self.path != self.final:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self):
         return self

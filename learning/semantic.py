@@ -23,6 +23,7 @@ from learning.evaluators import EVALUATORS
 from models.losses import make_loss
 from models.metrics import make_metrics
 
+layout = ("images/", "masks/")  # what a split folder holds
 history_columns = ()
 clipnorm = None  # no gradient clipping unless --clipnorm asks
 

@@ -9,7 +9,7 @@ Each task module offers the same functions: `demo_root()`, `evaluator(args)`,
 `read_training_data(train_dir, args, model)`, `num_examples(train_set)`,
 `loss(model)`, `metrics(model)`, `training_stream(...)`, `validation_data(...)`,
 `scorers(model, val_set, batch_size)` (callbacks that put the validation score into
-fit's logs), `history_columns`, `clipnorm` (the default of --clipnorm), `test(model, test_dir, size, args, run_dir, draws)`
+fit's logs), `layout` (what a split folder holds), `history_columns`, `clipnorm` (the default of --clipnorm), `test(model, test_dir, size, args, run_dir, draws)`
 and `renderer(model, args)`.
 """
 
