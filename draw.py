@@ -30,6 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "labels are scaled back (nearest) to the original size")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     cli.add_refinement_flags(p)
+    cli.add_verbose_flag(p)
     return p
 
 

@@ -43,6 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="artefact format")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it holds an earlier export")
+    cli.add_verbose_flag(p)
     return p
 
 

@@ -36,6 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out unreadable/inconsistent files instead of stopping")
     cli.add_refinement_flags(p)
+    cli.add_verbose_flag(p)
     return p
 
 

@@ -112,6 +112,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     arch.add_argument("--solo-head", default=None, choices=["decoupled", "vanilla"],
                       help="solo: Decoupled SOLO's X/Y mask head or the paper's S^2 "
                            "channels (default: decoupled)")
+    cli.add_verbose_flag(p)
     return p
 
 

@@ -47,8 +47,17 @@ def user_errors() -> tuple:
             ValueError, OSError)
 
 
+def add_verbose_flag(p) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="show everything TensorFlow prints, and Keras' progress bar "
+                        "even in a log file")
+
+
 def run(main, argv=None) -> int:
-    """Runs `main(argv)`; known errors print `error: ...` and exit 2, Ctrl-C exits 130."""
+    """Runs `main(argv)` with TensorFlow's start-up kept quiet (`learning.console`,
+    unless --verbose); known errors print `error: ...` and exit 2, Ctrl-C exits 130."""
+    from learning import console
+    console.quiet_start("--verbose" in (sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     # tf.distribute logs every all-reduce it builds at INFO; keep its warnings only.
     logging.getLogger("tensorflow").setLevel(logging.WARNING)

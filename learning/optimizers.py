@@ -24,7 +24,7 @@ from common.files import remove_stale_temporaries, write_json
 from datasets.augment import augment_mode
 from datasets.replicas import ReplicaSplit
 from learning import callbacks as cbs
-from learning import distribute, tasks
+from learning import console, distribute, tasks
 from learning.history import LearningCurve
 from learning.resume import ResumedEpoch, RunCheckpoint
 from learning.runs import (CONFIG_FILE, CheckpointError, RunFolder,
@@ -254,7 +254,8 @@ class Optimizer(ABC):
         try:
             self.model.fit(train, validation_data=val, initial_epoch=epoch,
                            epochs=self.num_epochs, steps_per_epoch=self.steps_per_epoch,
-                           callbacks=callbacks, shuffle=False, verbose=int(verbose))
+                           callbacks=callbacks, shuffle=False,
+                           verbose=console.keras_verbose(verbose))
         except cbs.StopRequested:
             path = self.run_checkpoint.save_interrupted()
             distribute.barrier()
