@@ -15,6 +15,8 @@ import os
 import sys
 
 from learning import cli
+from learning.precision import CHOICES as PRECISIONS
+from learning.precision import DEFAULT as DEFAULT_PRECISION
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -30,6 +32,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "labels are scaled back (nearest) to the original size")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     cli.add_refinement_flags(p)
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                   help="Keras mixed-precision policy to predict with (auto: by device)")
     cli.add_verbose_flag(p)
     return p
 
@@ -43,10 +47,12 @@ def image_paths(folder: str) -> list[str]:
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
+    from learning import precision
     from learning.runs import checkpoint_path, load_checkpoint
     from learning.tasks import TASKS
 
     paths = image_paths(args.images)
+    precision.use(args.precision)
     model = load_checkpoint(checkpoint_path(args.run, args.checkpoint))
     render = TASKS[model.task].renderer(model, args)
     cli.draw_each(paths, args.out, render)

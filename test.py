@@ -16,6 +16,8 @@ import os
 import sys
 
 from learning import cli
+from learning.precision import CHOICES as PRECISIONS
+from learning.precision import DEFAULT as DEFAULT_PRECISION
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -36,6 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out unreadable/inconsistent files instead of stopping")
     cli.add_refinement_flags(p)
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                   help="Keras mixed-precision policy to predict with (auto: by device)")
     cli.add_verbose_flag(p)
     return p
 
@@ -43,11 +47,13 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     from common.files import write_json
+    from learning import precision
     from learning.runs import checkpoint_path, load_checkpoint
     from learning.tasks import TASKS
 
     ckpt = checkpoint_path(args.run, args.checkpoint)
     run_dir = args.run or os.path.dirname(os.path.abspath(ckpt))
+    precision.use(args.precision)
     model = load_checkpoint(ckpt)
     task = TASKS[model.task]
     size = args.image_size or model.input_size

@@ -20,6 +20,8 @@ import sys
 
 from learning import cli
 from learning.distribute import STRATEGIES
+from learning.precision import CHOICES as PRECISIONS
+from learning.precision import DEFAULT as DEFAULT_PRECISION
 
 # Flags that set a constructor argument of some architectures only: flag -> argument.
 MODEL_FLAGS = {"--loss": "loss", "--k": "k", "--upsample": "upsample",
@@ -63,10 +65,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="training augmentation: none; random horizontal flips; or "
                         "flips plus random rescaling (0.5-2x) and a random crop "
                         "(padded where smaller) to --image-size")
-    p.add_argument("--precision", default="float32",
-                   choices=["float32", "mixed_float16", "mixed_bfloat16"],
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
                    help="Keras mixed-precision policy (logits and loss stay float32); "
-                        "float32 is fastest on a CPU, mixed_float16 on most GPUs")
+                        "auto picks by device (docs/training.md); --resume keeps the "
+                        "run's")
     p.add_argument("--jit", default="auto", choices=["auto", "on", "off"],
                    help="XLA compilation of the training step (auto: Keras decides; "
                         "it is off on a CPU)")
@@ -157,15 +159,19 @@ def build_model(args):
     return model
 
 
-def check_resume(args) -> None:
-    """Names the flags that differ from those of the run --resume continues."""
+def check_resume(args) -> str | None:
+    """Names the flags that differ from those of the run --resume continues; returns
+    the precision policy the run used (it keeps it)."""
     from learning.runs import read_run_config
-    saved = read_run_config(args.out).get("args", {})
-    ignore = {"resume", "epochs", "weights", "strategy", "cpu_devices"}
+    config = read_run_config(args.out)
+    saved = config.get("args", {})
+    ignore = {"resume", "epochs", "weights", "strategy", "cpu_devices", "precision",
+              "verbose"}
     changed = {k: (saved[k], v) for k, v in vars(args).items()
                if k in saved and k not in ignore and saved[k] != v}
     if changed:
         print(f"warning: flags differ from the run being resumed: {changed}")
+    return config.get("precision")
 
 
 def main(argv=None) -> int:
@@ -176,6 +182,7 @@ def main(argv=None) -> int:
     strategy = distribute.make_strategy(args.strategy)  # before TF does anything else
     import keras
 
+    from learning import precision
     from learning.optimizers import MomentumOptimizer
     from learning.runs import check_out
     from learning.tasks import TASKS
@@ -192,18 +199,18 @@ def main(argv=None) -> int:
     train_dir = cli.split_dir(cli.data_root(args.data, task), "train", task)
     if chief:  # an --out this run may not write fails now, before anything is built
         check_out(args.out, args.resume, args.overwrite)
-    if args.resume:
-        check_resume(args)
+    recorded = check_resume(args) if args.resume else None
     keras.utils.set_random_seed(args.seed)
-    keras.mixed_precision.set_global_policy(args.precision)
+    policy = precision.use(recorded or args.precision)
     # Everything that makes variables (model, optimizer, metrics) runs in the
     # strategy's scope; Keras' fit then trains every replica in step.
     with strategy.scope():
         model = build_model(args)
         print(f"model: {args.model}, {model.count_params():,} parameters")
         data = task.read_training_data(train_dir, args, model)
-        config = {"args": vars(args), "model": {"architecture": model.architecture,
-                                                **model.get_config()}, **data.info}
+        config = {"args": vars(args), "precision": policy,
+                  "model": {"architecture": model.architecture, **model.get_config()},
+                  **data.info}
         clipnorm = task.clipnorm if args.clipnorm is None else args.clipnorm
         trainer = MomentumOptimizer(
             model, data.train, task.evaluator(args), data.val,

@@ -25,6 +25,10 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from learning.precision import cpu_flags  # noqa: E402
+from learning.precision import cpu_has_bfloat16 as has_fast_bfloat16  # noqa: E402
+
 N = 2048  # square matrices: 2 n^3 flops per product
 BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -46,20 +50,6 @@ print(json.dumps({"gflops": 2 * n ** 3 / best / 1e9,
                   "kernel": blas[0].get("architecture") if blas else None,
                   "library": blas[0].get("internal_api") if blas else None}))
 """
-
-
-def cpu_flags() -> set[str]:
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def has_fast_bfloat16() -> bool:
-    """AVX512_BF16 or AMX: the CPU multiplies bfloat16 in hardware."""
-    flags = cpu_flags()
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def machine_info() -> dict:
@@ -126,6 +116,5 @@ def best_of(timings: list[dict]) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import common  # noqa: F401 (the project's TensorFlow settings)
     print(json.dumps({**machine_info(), **measure_peaks()}, indent=1))

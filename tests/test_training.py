@@ -160,3 +160,25 @@ def test_a_few_steps_lower_the_loss_under_each_precision_policy(policy):
         assert all(np.isfinite(losses)) and losses[-1] < 0.9 * losses[0], losses
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_precision_auto_resolves_and_resume_keeps_the_runs(demo_root, tmp_path, capsys):
+    from learning import precision
+    policy, why = precision.auto_policy()
+    assert policy in precision.POLICIES and why
+    expected = "mixed_bfloat16" if precision.cpu_has_bfloat16() else "float32"
+    assert policy == expected  # no GPU here: the CPU decides
+    train = script("train")
+    run = str(tmp_path / "run")
+    argv = ["--data", demo_root, "--out", run, "--model", "unet", "--image-size", "64",
+            "--batch-size", "4", "--weights", "none", "--no-tensorboard"]
+    try:
+        assert cli.run(train.main, argv + ["--epochs", "1", "--precision",
+                                           "mixed_bfloat16"]) == 0
+        with open(os.path.join(run, "config.json")) as f:
+            assert json.load(f)["precision"] == "mixed_bfloat16"
+        capsys.readouterr()
+        assert cli.run(train.main, argv + ["--epochs", "2", "--resume"]) == 0
+        assert "precision: mixed_bfloat16" in capsys.readouterr().out  # the run's
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
