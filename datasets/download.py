@@ -27,14 +27,13 @@ import http.client
 import io
 import logging
 import os
-import shutil
 import sys
-import tarfile
 import urllib.error
 import urllib.request
 from typing import BinaryIO
 
-from datasets.prepare import SPLITS, PrepareError, prepare
+from datasets.prepare import (SPLITS, PrepareError, check_root, install,  # noqa: F401
+                              prepare_options, rerun_command, safe_extract, up_to_date)
 
 log = logging.getLogger(__name__)
 
@@ -152,26 +151,43 @@ def _offline_message(reason: str, downloads: str, rerun: str) -> str:
 # --------------------------------------------------------------------------- extract
 
 
-def safe_extract(tar_path: str, dest: str) -> None:
-    """Extracts the regular files of a tarball into `dest`.
+def prepare(root: str, split: str = "article", seed: int = 0, test_fraction: float = 0.1,
+            max_side: int | None = 600, downloads: str | None = None,
+            progress: bool = True) -> dict:
+    """Downloads the release and writes `root/{train,test}/{images,masks}`.
 
-    Refuses (PrepareError, nothing written) a member with an absolute path or a `..`
-    part, which would land outside `dest`; links and special files are skipped.
+    Args:
+        root: the dataset folder to fill (e.g. `data/catdog`).
+        split: "article" (seeded random `test_fraction` as test) or "official"
+            (the release's trainval.txt / test.txt).
+        seed, test_fraction: the article split's seed and test share.
+        max_side: drop images with a side longer than this, as the article did;
+            None keeps them all (`--keep-large`).
+        downloads: where the tarballs go; default `root/downloads`.
+        progress: show progress bars.
+
+    Returns:
+        The summary also written to `root/prepare.json`: options, counts, the
+        dropped files with the reason for each, the test names and the checksums.
+        When `prepare.json` already matches the options, nothing is done.
     """
-    with tarfile.open(tar_path) as tar:
-        members = tar.getmembers()
-        for m in members:
-            parts = m.name.replace("\\", "/").split("/")
-            if m.name.startswith(("/", "\\")) or os.path.isabs(m.name) or ".." in parts:
-                raise PrepareError(f"{tar_path}: refusing the unsafe member {m.name!r}, "
-                                   "which would be written outside the extraction folder")
-        for m in members:
-            if not m.isfile():
-                continue
-            path = os.path.join(dest, *[p for p in m.name.split("/") if p not in ("", ".")])
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with tar.extractfile(m) as src, open(path, "wb") as out:
-                shutil.copyfileobj(src, out)
+    check_root(root, split, test_fraction, max_side)
+    options = prepare_options(split, seed, test_fraction, max_side)
+    done = up_to_date(root, options)
+    if done is not None:
+        log.info("%s is already prepared with these options (see %s); nothing to do",
+                 root, os.path.join(root, "prepare.json"))
+        return done
+    rerun = rerun_command(root, split, seed, test_fraction, max_side, downloads)
+    downloads = downloads or os.path.join(root, "downloads")
+    os.makedirs(root, exist_ok=True)
+    os.makedirs(downloads, exist_ok=True)
+    try:
+        tarballs = [download(BASE_URL + name, os.path.join(downloads, name), md5, progress)
+                    for name, md5 in CHECKSUMS.items()]
+    except OfflineError as e:
+        raise OfflineError(_offline_message(str(e), downloads, rerun)) from None
+    return install(root, tarballs, options, CHECKSUMS, progress)
 
 
 # --------------------------------------------------------------------------- command line

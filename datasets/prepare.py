@@ -14,6 +14,7 @@ import logging
 import os
 import shlex
 import shutil
+import tarfile
 import tempfile
 
 import numpy as np
@@ -31,6 +32,28 @@ class PrepareError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- select
+
+
+def safe_extract(tar_path: str, dest: str) -> None:
+    """Extracts the regular files of a tarball into `dest`.
+
+    Refuses (PrepareError, nothing written) a member with an absolute path or a `..`
+    part, which would land outside `dest`; links and special files are skipped.
+    """
+    with tarfile.open(tar_path) as tar:
+        members = tar.getmembers()
+        for m in members:
+            parts = m.name.replace("\\", "/").split("/")
+            if m.name.startswith(("/", "\\")) or os.path.isabs(m.name) or ".." in parts:
+                raise PrepareError(f"{tar_path}: refusing the unsafe member {m.name!r}, "
+                                   "which would be written outside the extraction folder")
+        for m in members:
+            if not m.isfile():
+                continue
+            path = os.path.join(dest, *[p for p in m.name.split("/") if p not in ("", ".")])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with tar.extractfile(m) as src, open(path, "wb") as out:
+                shutil.copyfileobj(src, out)
 
 
 def find_pairs(extract_dir: str) -> dict[str, tuple[str, str]]:
@@ -104,7 +127,7 @@ def split_official(names: list[str], annotations_dir: str) -> tuple[list, list, 
 # --------------------------------------------------------------------------- prepare
 
 
-def _options(split: str, seed: int, test_fraction: float, max_side: int | None) -> dict:
+def prepare_options(split: str, seed: int, test_fraction: float, max_side: int | None) -> dict:
     article = split == "article"  # the seed and the fraction only matter there
     return {"split": split, "seed": seed if article else None,
             "test_fraction": test_fraction if article else None, "max_side": max_side}
@@ -114,7 +137,7 @@ def _count(folder: str) -> int:
     return len(os.listdir(folder)) if os.path.isdir(folder) else -1
 
 
-def _up_to_date(root: str, options: dict) -> dict | None:
+def up_to_date(root: str, options: dict) -> dict | None:
     """The summary in `ROOT/prepare.json` when it has these options and the files are
     all still there; None when the folder must be (re)built."""
     try:
@@ -131,7 +154,7 @@ def _up_to_date(root: str, options: dict) -> dict | None:
     return summary
 
 
-def _rerun_command(root, split, seed, test_fraction, max_side, downloads) -> str:
+def rerun_command(root, split, seed, test_fraction, max_side, downloads) -> str:
     args = ["python", "-m", "datasets.download", "--root", root]
     if split != "article":
         args += ["--split", split]
@@ -205,57 +228,27 @@ def _install(root: str, tmp: str, summary: dict) -> None:
     write_json(json_path, summary)
 
 
-def prepare(root: str, split: str = "article", seed: int = 0, test_fraction: float = 0.1,
-            max_side: int | None = 600, downloads: str | None = None,
-            progress: bool = True) -> dict:
-    """Downloads the release and writes `root/{train,test}/{images,masks}`.
-
-    Args:
-        root: the dataset folder to fill (e.g. `data/catdog`).
-        split: "article" (seeded random `test_fraction` as test) or "official"
-            (the release's trainval.txt / test.txt).
-        seed, test_fraction: the article split's seed and test share.
-        max_side: drop images with a side longer than this, as the article did;
-            None keeps them all (`--keep-large`).
-        downloads: where the tarballs go; default `root/downloads`.
-        progress: show progress bars.
-
-    Returns:
-        The summary also written to `root/prepare.json`: options, counts, the
-        dropped files with the reason for each, the test names and the checksums.
-        When `prepare.json` already matches the options, nothing is done.
-    """
-    # Imported when called, not at the top: `datasets.download`, the command, imports
-    # this module, and the fetching lives there.
-    from datasets.download import (BASE_URL, CHECKSUMS, OfflineError, _offline_message,
-                                   download, safe_extract)
+def check_root(root: str, split: str, test_fraction: float,
+               max_side: int | None) -> None:
+    """Fails on arguments that cannot work, and on a ROOT this module did not fill."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Received: {split!r}")
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1). Received: {test_fraction}")
     if max_side is not None and max_side <= 0:
         raise ValueError(f"max_side must be positive or None. Received: {max_side}")
-    options = _options(split, seed, test_fraction, max_side)
-    done = _up_to_date(root, options)
-    if done is not None:
-        log.info("%s is already prepared with these options (see %s); nothing to do",
-                 root, os.path.join(root, "prepare.json"))
-        return done
     if not os.path.exists(os.path.join(root, "prepare.json")):
         for part in ("train", "test"):  # never overwrite data this script did not write
             if _count(os.path.join(root, part)) > 0:
                 raise PrepareError(f"{os.path.join(root, part)} already exists and was "
                                    "not written by this script; move it away or pick "
                                    "another --root")
-    rerun = _rerun_command(root, split, seed, test_fraction, max_side, downloads)
-    downloads = downloads or os.path.join(root, "downloads")
-    os.makedirs(root, exist_ok=True)
-    os.makedirs(downloads, exist_ok=True)
-    try:
-        tarballs = [download(BASE_URL + name, os.path.join(downloads, name), md5, progress)
-                    for name, md5 in CHECKSUMS.items()]
-    except OfflineError as e:
-        raise OfflineError(_offline_message(str(e), downloads, rerun)) from None
+
+
+def install(root: str, tarballs: list[str], options: dict, checksums: dict,
+            progress: bool = True) -> dict:
+    """Extracts the downloaded `tarballs`, selects and splits the pairs, and installs
+    `root/{train,test}` and `root/prepare.json`; returns the summary."""
     tmp = tempfile.mkdtemp(prefix=".prepare-", dir=root)
     try:
         extract = os.path.join(tmp, "extract")
@@ -270,7 +263,7 @@ def prepare(root: str, split: str = "article", seed: int = 0, test_fraction: flo
                    "dropped_by_reason": {r: sum(d["reason"] == r for d in dropped)
                                          for r in sorted({d["reason"] for d in dropped})},
                    "dropped": dropped, "test_names": names["test"],
-                   "md5": dict(CHECKSUMS)}
+                   "md5": dict(checksums)}
         _install(root, tmp, summary)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

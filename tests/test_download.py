@@ -158,7 +158,7 @@ def test_rerun_with_same_options_is_a_no_op(tmp_path, net, caplog):
     first = dl.prepare(str(root), progress=False)
     mtime = os.stat(root / "prepare.json").st_mtime_ns
     n_fetches = len(net)
-    caplog.set_level("INFO", logger=prep.__name__)
+    caplog.set_level("INFO", logger=dl.__name__)
     assert dl.prepare(str(root), progress=False) == first
     assert "nothing to do" in caplog.text
     assert os.stat(root / "prepare.json").st_mtime_ns == mtime and len(net) == n_fetches
