@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from common.labels import PETS, Classes
-from datasets import check
+from datasets import check, demo_shapes
 from datasets import data as dataset
 from datasets.classes import read_classes, write_classes
 from datasets.decode import file_table
@@ -134,3 +134,22 @@ def test_ids_outside_the_classes_are_bad_files_named_by_check(ids_folder, capsys
     (ids_folder / "classes.json").write_text('{"names": ["background"], "ignore": 7}')
     assert check.main([str(ids_folder)]) == 1
     assert "classes.json: unknown field(s) ['ignore']" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- the shapes demo
+
+
+def test_the_shapes_demo_is_a_seeded_folder_of_five_classes(tmp_path):
+    root = demo_shapes.generate(str(tmp_path / "a"), num_train=8, num_test=2, seed=3)
+    assert read_classes(os.path.join(root, "train")) == demo_shapes.CLASSES == FIVE
+    images, labels, meta = dataset.read_data(os.path.join(root, "train"), 64,
+                                             return_meta=True, progress=False)
+    assert meta["names"] == [f"shape_{i:04d}" for i in range(8)]
+    assert set(np.unique(labels)) == {0, 1, 2, 3, 4, 255}  # every class, and outlines
+    sizes = [Image.open(p).size for p in meta["paths"]]
+    assert all(72 <= s <= 144 for size in sizes for s in size)
+    again = demo_shapes.generate(str(tmp_path / "b"), num_train=8, num_test=2, seed=3)
+    for sub in ("train/images/shape_0005.jpg", "test/masks/shape_0001.png"):
+        a, b = (open(os.path.join(r, sub), "rb").read() for r in (root, again))
+        assert a == b, sub  # same seed, same bytes
+    assert demo_shapes.ensure(root, num_train=8, num_test=2, seed=3) == root  # kept
