@@ -15,6 +15,7 @@ from datasets import data as dataset
 from datasets.classes import read_classes, write_classes
 from datasets.decode import file_table
 from datasets.stream import make_dataset
+from learning import cli
 
 FIVE = Classes(("background", "square", "disc", "triangle", "star"))
 
@@ -153,3 +154,108 @@ def test_the_shapes_demo_is_a_seeded_folder_of_five_classes(tmp_path):
         a, b = (open(os.path.join(r, sub), "rb").read() for r in (root, again))
         assert a == b, sub  # same seed, same bytes
     assert demo_shapes.ensure(root, num_train=8, num_test=2, seed=3) == root  # kept
+
+
+# --------------------------------------------------------------------- the scripts
+
+
+def test_five_classes_train_test_draw_and_export(tmp_path, monkeypatch, capsys):
+    import cv2
+    import keras
+    import tensorflow as tf
+    from scripts import script
+
+    data = demo_shapes.generate(str(tmp_path / "shapes"), num_train=6, num_test=2)
+    run = str(tmp_path / "run")
+    assert cli.run(script("train").main, [
+        "--data", data, "--out", run, "--model", "unet", "--image-size", "64",
+        "--epochs", "1", "--weights", "none", "--batch-size", "2",
+        "--no-tensorboard"]) == 0
+    with open(os.path.join(run, "config.json")) as f:
+        assert Classes.from_json(json.load(f)["classes"]) == demo_shapes.CLASSES
+    net = keras.models.load_model(os.path.join(run, "best.keras"))
+    assert net.num_classes == 5 and net.output.shape[-1] == 5
+
+    assert cli.run(script("test").main, ["--data", data, "--run", run]) == 0
+    with open(os.path.join(run, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert set(metrics["per_class_iou"]) == set(FIVE.names)  # (JSON keys are sorted)
+    assert np.asarray(metrics["confusion_matrix"]).shape == (5, 5)
+    table = [line.split()[1] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("IoU ")]
+    assert table == list(FIVE.names)  # a row per class, in id order
+
+    legend = []
+    real_put_text = cv2.putText
+    monkeypatch.setattr(cv2, "putText", lambda img, text, *a, **k: legend.append(text)
+                        or real_put_text(img, text, *a, **k))
+    drawn = str(tmp_path / "drawn")
+    assert cli.run(script("draw").main, ["--images", os.path.join(data, "test"),
+                                         "--run", run, "--out", drawn]) == 0
+    assert len(os.listdir(drawn)) == 2
+    assert legend[:4] == ["square", "disc", "triangle", "star"]  # one legend per image
+
+    exported = tmp_path / "exported"
+    assert cli.run(script("export").main, ["--run", run, "--out", str(exported)]) == 0
+    assert "channel 0=background, 1=square, 2=disc, 3=triangle, 4=star" in \
+        capsys.readouterr().out
+    assert Classes.from_json(json.loads((exported / "classes.json").read_text())) == \
+        demo_shapes.CLASSES
+    x = np.zeros((1, 64, 64, 3), np.uint8)
+    assert tf.saved_model.load(str(exported)).serve(x).shape == (1, 64, 64, 5)
+
+
+def test_a_run_without_recorded_classes_falls_back(tmp_path):
+    bare = str(tmp_path / "bare.keras")  # no config.json beside it
+    assert cli.run_classes(bare, 3, PETS) is PETS  # a run from before class sets
+    assert cli.run_classes(bare, 5, PETS).names == tuple(f"class_{i}" for i in range(5))
+    (tmp_path / "config.json").write_text(json.dumps({"classes": FIVE.to_json()}))
+    assert cli.run_classes(bare, 5, PETS) == FIVE
+    assert cli.run_classes(bare, 3, PETS) is PETS  # another model's run: not its names
+
+
+def test_test_data_of_other_classes_is_refused():
+    from learning.semantic import check_test_classes
+    with pytest.raises(ValueError, match="holds 3 classes .* predicts 5"):
+        check_test_classes(PETS, FIVE, "data/catdog/test")
+    assert check_test_classes(FIVE, FIVE, "x") is FIVE
+
+
+# --------------------------------------------------------------------- SOLO
+
+
+def test_instance_categories_come_from_the_annotations(tmp_path, monkeypatch):
+    import cv2
+    from datasets import compose, instance_folder, instances
+    from learning import coco
+    from learning import instances as instance_task
+    from learning.visualize import draw_instances
+
+    categories = [{"id": 3, "name": "cup"}, {"id": 5, "name": "fork"},
+                  {"id": 9, "name": "plate"}]
+    masks = np.zeros((3, 32, 32), bool)
+    masks[0, :8, :8] = masks[1, 10:20, 10:20] = masks[2, 22:, 22:] = True
+    item = compose.Composite(np.zeros((32, 32, 3), np.uint8), masks, [2, 0, 1],
+                             ["a", "b", "c"], "bg")
+    folder = instance_folder.write_instance_folder(str(tmp_path / "own"), [item],
+                                                   categories=categories)
+    assert instances.read_categories(folder) == [(3, "cup"), (5, "fork"), (9, "plate")]
+    assert instance_task.read_classes(folder).names == ("cup", "fork", "plate")
+    (example,) = instances.read_instances(folder)
+    assert list(example.classes) == [2, 0, 1]  # plate, cup, fork
+    # a model that learned the same names in another order reads them by name
+    assert list(instances.read_instances(folder, ["plate", "cup", "fork"])[0].classes) \
+        == [0, 1, 2]
+    with pytest.raises(dataset.DataError, match="not one of the model's classes"):
+        instances.read_annotations(folder, ["cup", "fork"])
+    # predictions carry the file's own category ids, so mask AP scores them right
+    results = coco.results_from_masks(example.image_id, masks, [2, 0, 1], [0.9] * 3,
+                                      [3, 5, 9])
+    assert [r["category_id"] for r in results] == [9, 3, 5]
+    assert coco.mask_ap(instances.annotations_path(folder), results)["mask_ap"] \
+        == pytest.approx(1.0)
+    assert list(coco.decoded_results(results, (32, 32), [3, 5, 9])[1]) == [2, 0, 1]
+    shown = []
+    monkeypatch.setattr(cv2, "putText", lambda img, text, *a, **k: shown.append(text))
+    draw_instances(example.image, masks, [2, 0, 1], names=("cup", "fork", "plate"))
+    assert sorted(shown) == ["cup", "fork", "plate"]
