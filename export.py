@@ -101,8 +101,9 @@ def export(model, out: str, fmt: str, classes=None) -> str:
     It is written to a temporary folder beside `out` and renamed into place, so a
     failed export leaves `out` as it was.
     """
-    from common.files import write_json
     import keras
+
+    from datasets.classes import write_classes
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
@@ -119,7 +120,7 @@ def export(model, out: str, fmt: str, classes=None) -> str:
                                     format=fmt, input_signature=signature,
                                     verbose=False)
         if classes is not None:
-            write_json(os.path.join(tmp, "classes.json"), classes.to_json())
+            write_classes(tmp, classes)
         if os.path.isdir(out):
             shutil.rmtree(out)  # empty, or an earlier export (check_out)
         os.replace(tmp, out)
