@@ -34,8 +34,10 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if not args.no_label:
-        print(f"classes ({classes_file(args.data_dir) or 'no classes.json: the pets'}, "
-              f"{classes.encoding} masks): {classes.describe()}")
+        source = classes_file(args.data_dir)
+        masks = "class ids" if classes.encoding == "ids" else "Oxford trimaps"
+        print(f"classes: {classes.describe()} (" + (f"from {source}; masks of {masks})"
+              if source else "no classes.json: the pets, from Oxford trimaps)"))
     good, problems = check_files(paths, not args.no_label, progress=True, classes=classes)
     orphans = [] if args.no_label else orphan_masks(args.data_dir)
     for p in problems:
