@@ -6,6 +6,7 @@
 Every .jpg/.jpeg/.png in --images (or in --images/images) gets a picture at its
 original size: class colours blended onto the photo, with a legend (or, for an
 instance model, each object outlined in its own colour with its class and score).
+The class names and colours are those the run recorded in its config.json.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ def main(argv=None) -> int:
 
     paths = image_paths(args.images)
     precision.use(args.precision)
-    model = load_checkpoint(checkpoint_path(args.run, args.checkpoint))
-    render = TASKS[model.task].renderer(model, args)
+    ckpt = checkpoint_path(args.run, args.checkpoint)
+    model = load_checkpoint(ckpt)
+    task = TASKS[model.task]
+    render = task.renderer(model, args,
+                           cli.run_classes(ckpt, model.num_classes, task.default_classes))
     cli.draw_each(paths, args.out, render)
     return 0
 

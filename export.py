@@ -6,7 +6,8 @@
 The network gets a softmax on top and goes out through Keras' own `model.export`. The
 artefact takes a batch of uint8 RGB images (N, H, W, 3) of any size the architecture
 allows (H and W multiples of its output stride) and returns class probabilities
-(N, H, W, C) float32. Formats: tf_saved_model (a SavedModel folder, endpoint `serve`),
+(N, H, W, C) float32, a channel per class of the run; `OUT/classes.json` names them
+(the run's classes, `common.labels.Classes`). Formats: tf_saved_model (a SavedModel folder, endpoint `serve`),
 litert (OUT/model.tflite) and onnx (OUT/model.onnx; needs `pip install tf2onnx onnx`).
 """
 
@@ -97,8 +98,9 @@ def serving_model(model):
     return keras.Model(model.input, probabilities, name=f"{model.name}_probabilities")
 
 
-def export(model, out: str, fmt: str) -> str:
-    """Exports `serving_model(model)` into the folder `out`; returns the artefact path.
+def export(model, out: str, fmt: str, classes=None) -> str:
+    """Exports `serving_model(model)` into the folder `out`, with `classes.json`
+    naming its output channels when `classes` are given; returns the artefact path.
 
     It is written to a staging folder beside `out` and swapped in whole
     (`common.files.swap_in_folder`): a failed or killed export leaves `out` as it was,
@@ -107,6 +109,7 @@ def export(model, out: str, fmt: str) -> str:
     import keras
 
     from common.files import staging_folder, swap_in_folder
+    from datasets.classes import write_classes
     tmp = staging_folder(out)
     # N, H and W stay free: the exported graph takes any batch and any image size.
     signature = [keras.InputSpec(dtype="uint8", shape=(None, None, None, 3),
@@ -117,6 +120,8 @@ def export(model, out: str, fmt: str) -> str:
         serving_model(model).export(os.path.join(tmp, name) if name else tmp,
                                     format=fmt, input_signature=signature,
                                     verbose=False)
+        if classes is not None:
+            write_classes(tmp, classes)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -164,7 +169,7 @@ def main(argv=None) -> int:
     # Both checks come before loading anything, so a wrong call fails at once.
     check_converter(args.format)
     check_out(args.out, args.overwrite)
-    from common.labels import CLASS_NAMES
+    from common.labels import PETS
     from learning.runs import checkpoint_path, load_checkpoint
     # TensorFlow logs "Assets written to: <the temporary folder>", which misleads;
     # tf2onnx logs each optimisation pass.
@@ -176,15 +181,15 @@ def main(argv=None) -> int:
     if net.task != "semantic":
         raise ValueError(f"export.py exports semantic models (a probability map per "
                          f"image); {ckpt} holds {net.architecture}, an {net.task} model")
+    classes = cli.run_classes(ckpt, net.num_classes, PETS)
     print(f"exporting {ckpt} ({net.architecture}) as {args.format}")
-    path = export(net, args.out, args.format)
-    classes = (", ".join(f"{i}={c}" for i, c in enumerate(CLASS_NAMES))
-               if net.num_classes == len(CLASS_NAMES) else f"{net.num_classes} classes")
+    path = export(net, args.out, args.format, classes)
+    channels = ", ".join(f"{i}={name}" for i, name in enumerate(classes.names))
     print(f"wrote {path}\n"
           f"input: uint8 RGB images (N, H, W, 3), H and W multiples of "
           f"{net.output_stride}\n"
           f"output: float32 probabilities (N, H, W, {net.num_classes}), channel "
-          f"{classes}\n"
+          f"{channels} (named in {os.path.join(args.out, 'classes.json')})\n"
           f"use it (no project code needed):\n"
           + "\n".join("    " + line for line in usage(args.format, path).splitlines()))
     flex = flex_ops(path) if args.format == "litert" else []

@@ -4,9 +4,10 @@
     python test.py --data demo --checkpoint runs/demo/best.keras
     python test.py --data demo --run runs/demo --tta --crf    # sharper, slower
 
-A semantic model prints the article's accuracy next to the honest scores; an instance
-model (SOLO) COCO's mask AP. Both write `RUN/metrics.json` and an overlay per test
-image (image | truth | prediction) into `RUN/draws/`.
+A semantic model prints the article's accuracy next to the honest scores, with a
+row per class; an instance model (SOLO) COCO's mask AP. Both write `RUN/metrics.json`
+and an overlay per test image (image | truth | prediction) into `RUN/draws/`. The
+class names and colours are the run's (its config.json), so no flag names them.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="data/catdog",
                    help="folder holding test/ (images/ + masks/, or images/ + "
-                        "annotations.json for solo), or 'demo'")
+                        "annotations.json for solo), or 'demo' or 'demo-shapes'")
     p.add_argument("--run", default=None, help="run folder written by train.py")
     p.add_argument("--checkpoint", default=None,
                    help="a .keras checkpoint (default: RUN/best.keras)")
@@ -56,11 +57,12 @@ def main(argv=None) -> int:
     precision.use(args.precision)
     model = load_checkpoint(ckpt)
     task = TASKS[model.task]
+    classes = cli.run_classes(ckpt, model.num_classes, task.default_classes)
     size = args.image_size or model.input_size
     test_dir = cli.split_dir(cli.data_root(args.data, task), "test", task)
-    print(f"model: {ckpt} ({model.architecture})")
+    print(f"model: {ckpt} ({model.architecture}; classes {classes.describe()})")
     metrics = task.test(model, test_dir, size, args, run_dir,
-                        args.draws or os.path.join(run_dir, "draws"))
+                        args.draws or os.path.join(run_dir, "draws"), classes)
     path = os.path.join(run_dir, "metrics.json")
     write_json(path, {**metrics, "checkpoint": ckpt})
     print(f"metrics: {path}")

@@ -2,9 +2,11 @@
 
     python train.py --data data/catdog --out runs/gcn            # the article's recipe
     python train.py --data demo --out runs/demo --image-size 64  # CPU-sized demo
+    python train.py --data demo-shapes --out runs/shapes --image-size 64 --weights none
 
-The defaults are the article's hyper-parameters. The run folder gets `config.json`
-(every flag), `best.keras` and `last.keras` (Keras checkpoints: open them with
+The defaults are the article's hyper-parameters. The classes come from the data: a
+`classes.json` in the dataset folder (docs/own-data.md), else the pets'. The run
+folder gets `config.json` (every flag, and the classes), `best.keras` and `last.keras` (Keras checkpoints: open them with
 `keras.models.load_model` after `import models`), `state.json`, `history.csv`,
 `learning_curve.png` and `tensorboard/`. Ctrl-C saves a resumable state; `--resume`
 continues exactly.
@@ -33,7 +35,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default="data/catdog",
-                   help="folder holding train/ (images/ + masks/), or 'demo'")
+                   help="folder holding train/ (images/ + masks/, and classes.json "
+                        "for classes other than the pets'), or 'demo' or "
+                        "'demo-shapes'")
     p.add_argument("--out", default="runs/gcn", help="run folder for checkpoints & plots")
     p.add_argument("--model", default="gcn", help="architecture: " + ", ".join(_models()))
     p.add_argument("--image-size", type=cli.positive_int, default=512,
@@ -131,9 +135,9 @@ def model_class(args):
     return ARCHITECTURES[args.model]
 
 
-def build_model(args):
-    """The architecture named by --model, with the flags that apply to it; a flag
-    that does not apply is an error naming it."""
+def build_model(args, num_classes: int):
+    """The architecture named by --model with `num_classes` outputs, and the flags
+    that apply to it; a flag that does not apply is an error naming it."""
     from models import ARCHITECTURES
     cls = model_class(args)
     accepted = inspect.signature(cls.__init__).parameters
@@ -154,16 +158,23 @@ def build_model(args):
         print(f"note: {args.model} has no pretrained backbone here; training from random "
               f"weights (--weights {args.weights} ignored)")
         weights = None
-    model = cls(weights=weights, input_size=args.image_size, **options)
+    model = cls(num_classes=num_classes, weights=weights, input_size=args.image_size,
+                **options)
     model.check_input_size(args.image_size, args.image_size)
     return model
 
 
-def check_resume(args) -> str | None:
-    """Names the flags that differ from those of the run --resume continues; returns
-    the precision policy the run used (it keeps it)."""
+def check_resume(args, classes, default_classes) -> str | None:
+    """Refuses data of other classes than the run --resume continues; names the
+    flags that differ from that run's; returns the precision policy the run used
+    (it keeps it)."""
     from learning.runs import read_run_config
     config = read_run_config(args.out)
+    before = config.get("classes", default_classes.to_json())
+    if before != classes.to_json():
+        raise ValueError(f"--resume: the data's classes ({classes.describe()}) are not "
+                         f"those the run in {args.out} learned ({before['names']}); "
+                         f"train them into a new --out")
     saved = config.get("args", {})
     ignore = {"resume", "epochs", "weights", "strategy", "cpu_devices", "precision",
               "verbose"}
@@ -197,20 +208,22 @@ def main(argv=None) -> int:
           + ("" if chief else "; this worker writes nothing to --out (the chief does)"))
     task = TASKS[model_class(args).task]
     train_dir = cli.split_dir(cli.data_root(args.data, task), "train", task)
+    classes = task.read_classes(train_dir)
+    print(f"classes: {classes.describe()}")
     if chief:  # an --out this run may not write fails now, before anything is built
         check_out(args.out, args.resume, args.overwrite)
-    recorded = check_resume(args) if args.resume else None
+    recorded = check_resume(args, classes, task.default_classes) if args.resume else None
     keras.utils.set_random_seed(args.seed)
     policy = precision.use(recorded or args.precision)
     # Everything that makes variables (model, optimizer, metrics) runs in the
     # strategy's scope; Keras' fit then trains every replica in step.
     with strategy.scope():
-        model = build_model(args)
+        model = build_model(args, classes.num_classes)
         print(f"model: {args.model}, {model.count_params():,} parameters")
         data = task.read_training_data(train_dir, args, model)
         config = {"args": vars(args), "precision": policy,
                   "model": {"architecture": model.architecture, **model.get_config()},
-                  **data.info}
+                  "classes": classes.to_json(), **data.info}
         clipnorm = task.clipnorm if args.clipnorm is None else args.clipnorm
         trainer = MomentumOptimizer(
             model, data.train, task.evaluator(args), data.val,

@@ -2,9 +2,10 @@
 
     python -m datasets.check data/catdog/train
 
-Decodes every image and mask exactly as training would and prints one line per bad
-file (what is wrong with it), masks without an image, and a count. Exit status 0 when
-every file is usable, 1 otherwise.
+Decodes every image and mask exactly as training would and prints the classes (from
+the folder's `classes.json`, else the pets'), one line per bad file (what is wrong
+with it: e.g. a mask value that is no class), masks without an image, and a count.
+Exit status 0 when every file is usable, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from datasets.classes import classes_file, read_classes
 from datasets.data import check_files
 from datasets.files import DataError, list_images, orphan_masks
 
@@ -27,10 +29,16 @@ def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         paths = list_images(args.data_dir)
+        classes = read_classes(args.data_dir)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    good, problems = check_files(paths, not args.no_label, progress=True)
+    if not args.no_label:
+        source = classes_file(args.data_dir)
+        masks = "class ids" if classes.encoding == "ids" else "Oxford trimaps"
+        print(f"classes: {classes.describe()} (" + (f"from {source}; masks of {masks})"
+              if source else "no classes.json: the pets, from Oxford trimaps)"))
+    good, problems = check_files(paths, not args.no_label, progress=True, classes=classes)
     orphans = [] if args.no_label else orphan_masks(args.data_dir)
     for p in problems:
         print(f"BAD   {p}")

@@ -5,10 +5,10 @@ Finding and decoding the files, and the errors that name a bad one, are
 (`from datasets import data as dataset`, then `dataset.list_images`,
 `dataset.DataError`, ...) are imported here too.
 
-Label encoding (used the same way by the loss, the metrics and the drawing):
-
-    0 background, 1 cat, 2 dog, IGNORE_LABEL (255) for trimap-unknown pixels and for
-    the zero padding added around an image smaller than `image_size`.
+Label encoding (used the same way by the loss, the metrics and the drawing): a class
+id of the folder's class set (`datasets.classes`; for the pets 0 background, 1 cat,
+2 dog), and IGNORE_LABEL (255) for trimap-unknown pixels, for the mask's own ignore
+value and for the zero padding added around an image smaller than `image_size`.
 
 Images are RGB `uint8`; nothing is held as float32 (the article's arrays needed ~30 GB
 for the full dataset; `datasets.stream` avoids holding the set in memory at all).
@@ -22,8 +22,10 @@ from typing import Iterable, NamedTuple
 import numpy as np
 
 from common.labels import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES  # noqa: F401 (re-exported)
+from common.labels import Classes
+from datasets.classes import classes_of_paths, read_classes
 from datasets.files import (TRIMAP_BACKGROUND, TRIMAP_PET, DataError, image_name, is_cat,
-                            list_images, load_image, load_trimap, mask_path,
+                            list_images, load_id_mask, load_image, load_trimap, mask_path,
                             settle_bad_files)
 from datasets.files import DatasetError, orphan_masks  # noqa: F401 (the article's names)
 from datasets.geometry import as_size, crop_or_pad
@@ -49,17 +51,29 @@ def trimap_to_label(trimap: np.ndarray, cat: bool) -> np.ndarray:
     return label
 
 
-def load_example(path: str, image_size=None, with_label: bool = True) -> Example:
-    """Loads one image (and its mask) and fits both to `image_size` (None: as is)."""
+def load_label(path: str, classes: Classes) -> np.ndarray:
+    """The label (H, W) of image `path`, from its mask as `classes` encode it: class
+    ids, and IGNORE_LABEL for the trimap's unknown border or the mask's ignore value."""
+    mpath = mask_path(path)
+    if classes.encoding == "oxford_trimap":
+        return trimap_to_label(load_trimap(mpath), is_cat(image_name(path)))
+    label = load_id_mask(mpath, classes.num_classes, classes.ignore_label)
+    label[label == classes.ignore_label] = IGNORE_LABEL
+    return label
+
+
+def load_example(path: str, image_size=None, with_label: bool = True,
+                 classes: Classes | None = None) -> Example:
+    """Loads one image (and its mask) and fits both to `image_size` (None: as is).
+    `classes`: how the masks encode classes (None: the folder's, `read_classes`)."""
     image = load_image(path)
     label = None
     if with_label:
-        mpath = mask_path(path)
-        trimap = load_trimap(mpath)
-        if trimap.shape != image.shape[:2]:
-            raise DataError(mpath, f"mask is {trimap.shape[1]}x{trimap.shape[0]} but its "
-                            f"image is {image.shape[1]}x{image.shape[0]} (width x height)")
-        label = trimap_to_label(trimap, is_cat(image_name(path)))
+        label = load_label(path, classes or classes_of_paths([path]))
+        if label.shape != image.shape[:2]:
+            raise DataError(mask_path(path), f"mask is {label.shape[1]}x{label.shape[0]} "
+                            f"but its image is {image.shape[1]}x{image.shape[0]} "
+                            "(width x height)")
     size = as_size(image_size)
     if size is None:
         return Example(image, label, np.zeros(image.shape[:2], dtype=bool))
@@ -69,14 +83,16 @@ def load_example(path: str, image_size=None, with_label: bool = True) -> Example
     return Example(image, label, padding)
 
 
-def check_files(paths: Iterable[str], with_label: bool = True,
-                progress: bool = False) -> tuple[list[str], list[DataError]]:
+def check_files(paths: Iterable[str], with_label: bool = True, progress: bool = False,
+                classes: Classes | None = None) -> tuple[list[str], list[DataError]]:
     """Decodes every pair once; returns (good paths, problems). Reads, never writes.
+    A mask value that is no class of `classes` (None: the folder's) is a problem.
 
     Two images with one name (`Dup_1.jpg` and `Dup_1.png`) would share one mask, so
     both are problems: which image the mask belongs to cannot be known.
     """
     paths = list(paths)
+    classes = classes or classes_of_paths(paths)
     shared = same_name_images(paths) if with_label else {}
     good, problems = [], [DataError(p, f"has the same name as {shared[p]}, so both "
                                        f"would pair with one mask; rename one")
@@ -87,13 +103,13 @@ def check_files(paths: Iterable[str], with_label: bool = True,
         paths = tqdm(paths, desc="checking files", unit="img", leave=False)
     for path in paths:
         try:
-            load_example(path, None, with_label)
+            load_example(path, None, with_label, classes)
         except DataError as e:
             problems.append(e)
         else:
             good.append(path)
             if with_label:
-                _CHECKED[path] = _stamp(path)
+                _CHECKED[path] = (_stamp(path), classes)
     return good, problems
 
 
@@ -106,8 +122,9 @@ def same_name_images(paths: list[str]) -> dict[str, str]:
             for group in by_name.values() if len(group) > 1 for p in group}
 
 
-# Pairs `check_files` found good, with their files' (size, mtime) then: a stream may
-# decode these without validating them again (`datasets.decode`).
+# Pairs `check_files` found good, with their files' (size, mtime) then and the class
+# set they were checked against: a stream may decode these without validating them
+# again (`datasets.decode`).
 _CHECKED: dict[str, tuple] = {}
 
 
@@ -116,10 +133,11 @@ def _stamp(path: str) -> tuple:
     return tuple((st.st_size, st.st_mtime_ns) for st in stats)
 
 
-def was_checked(path: str) -> bool:
-    """True when `check_files` found this pair good and neither file changed since."""
+def was_checked(path: str, classes: Classes | None = None) -> bool:
+    """True when `check_files` found this pair good against `classes` (None: the
+    folder's) and neither file changed since."""
     try:
-        return _CHECKED.get(path) == _stamp(path)
+        return _CHECKED.get(path) == (_stamp(path), classes or classes_of_paths([path]))
     except OSError:
         return False
 
@@ -128,7 +146,8 @@ def was_checked(path: str) -> bool:
 
 
 def read_data(data_dir: str, image_size, no_label: bool = False, skip_bad: bool = False,
-              return_meta: bool = False, progress: bool = True):
+              return_meta: bool = False, progress: bool = True,
+              classes: Classes | None = None):
     """Loads a whole dataset folder into memory, as the article's `read_data` did.
 
     Args:
@@ -139,16 +158,19 @@ def read_data(data_dir: str, image_size, no_label: bool = False, skip_bad: bool 
         return_meta: also return a dict with `names` and `paths` (the order used) and
             `padding` (N, H, W) bool, True on padded pixels.
         progress: show a progress bar.
+        classes: how the masks encode classes (None: `data_dir`'s `classes.json`,
+            else the pets' trimaps); `meta["classes"]` gives the one used.
 
     Returns:
         `(images, labels)`: (N, H, W, 3) uint8 RGB and (N, H, W) uint8 labels
-        (0 background, 1 cat, 2 dog, 255 ignore), or `(images, labels, meta)`.
+        (class ids, 255 ignore), or `(images, labels, meta)`.
     """
     size = as_size(image_size)
     if size is None:
         raise ValueError("read_data needs an image_size to stack images of "
                          "different sizes. Received: None")
     paths = list_images(data_dir)
+    classes = classes or read_classes(data_dir)
     shared = same_name_images(paths) if not no_label else {}
     if progress:
         from tqdm import tqdm
@@ -159,7 +181,7 @@ def read_data(data_dir: str, image_size, no_label: bool = False, skip_bad: bool 
             if path in shared:
                 raise DataError(path, f"has the same name as {shared[path]}, so both "
                                       f"would pair with one mask; rename one")
-            ex = load_example(path, size, with_label=not no_label)
+            ex = load_example(path, size, not no_label, classes)
         except DataError as e:
             problems.append(e)
             continue
@@ -175,7 +197,7 @@ def read_data(data_dir: str, image_size, no_label: bool = False, skip_bad: bool 
     if not return_meta:
         return images, labels
     meta = {"names": [image_name(p) for p in used], "paths": used,
-            "padding": np.stack(pads)}
+            "padding": np.stack(pads), "classes": classes}
     return images, labels, meta
 
 

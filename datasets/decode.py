@@ -4,10 +4,11 @@ the same pixels as `datasets.data.load_example`.
 The Pillow loader runs as a Python function (`tf.numpy_function`): one Python call per
 file, under the interpreter lock, so it cannot use more than about one core. `tf.io`
 decodes in TensorFlow's own threads. It is used for 8-bit RGB or greyscale JPEGs and
-PNGs paired with an 8-bit greyscale PNG trimap (all the real release's usable files
-but a handful), once `check_files` has found the pair good; every other file (GIF or PNG content under `.jpg`, CMYK, palette,
-16-bit, RGBA, ...) keeps the Pillow loader. `tests/test_data.py` checks on the real
-sample that both give the same pixels.
+PNGs paired with an 8-bit greyscale PNG mask (a trimap, or class ids: all the real
+release's usable files but a handful), once `check_files` has found the pair good;
+every other file (GIF or PNG content under `.jpg`, CMYK, palette, 16-bit, RGBA, ...)
+keeps the Pillow loader. `tests/test_data.py` checks on the real sample, and
+`tests/test_classes.py` on masks of class ids, that both give the same pixels.
 
 The scripts check every file once, before training (`datasets.data.check_files`), so
 those decoded in the graph are not validated again each epoch.
@@ -19,17 +20,20 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from common.labels import IGNORE_LABEL, PETS, Classes
+from datasets.classes import classes_of_paths
 from datasets.data import was_checked
 from datasets.files import TRIMAP_BACKGROUND, TRIMAP_PET, image_name, is_cat, mask_path
-from common.labels import IGNORE_LABEL
 
 _IMAGE_KINDS = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "L")}
 
 
-def decodable_in_graph(path: str, with_label: bool = True) -> bool:
-    """True for a pair `check_files` found good (it is not checked again) whose image
-    and trimap `tf.io` decodes like Pillow does; reads the headers only."""
-    if not (with_label and was_checked(path)):
+def decodable_in_graph(path: str, with_label: bool = True,
+                       classes: Classes | None = None) -> bool:
+    """True for a pair `check_files` found good against `classes` (it is not checked
+    again) whose image and mask `tf.io` decodes like Pillow does; reads the headers
+    only."""
+    if not (with_label and was_checked(path, classes)):
         return False  # the Pillow loader checks it and names what is wrong
     try:
         with Image.open(path) as im:
@@ -41,9 +45,14 @@ def decodable_in_graph(path: str, with_label: bool = True) -> bool:
         return False  # the Pillow loader will say what is wrong
 
 
-def _label_table(cat: tf.Tensor) -> tf.Tensor:
-    """Trimap value (0-255) -> label, for one image: 1 -> cat or dog, 2 -> 0, 3 -> 255."""
+def _label_table(cat: tf.Tensor, classes: Classes) -> tf.Tensor:
+    """Mask value (0-255) -> label, for one image. Class ids stay themselves and the
+    mask's ignore value becomes IGNORE_LABEL (`check_files` has refused any other
+    value before a file is decoded here); a trimap's 1 -> cat or dog, 2 -> 0, 3 -> 255."""
     table = np.full(256, IGNORE_LABEL, np.int32)
+    if classes.encoding == "ids":
+        table[:classes.num_classes] = np.arange(classes.num_classes)
+        return tf.constant(table)
     table[TRIMAP_BACKGROUND] = 0
     table = tf.constant(table)
     pet = tf.where(cat, 1, 2)
@@ -65,10 +74,12 @@ def _crop_or_pad(x, size, fill):
     return padded, padding
 
 
-def graph_loader(size, with_label: bool = True):
+def graph_loader(size, with_label: bool = True, classes: Classes | None = None):
     """A tf function (path, mask path, is cat, is JPEG, flip) -> (image, label,
     padding), like the Pillow loader of `datasets.stream`, for the files
-    `decodable_in_graph` takes; `size` None keeps each image whole."""
+    `decodable_in_graph` takes; `size` None keeps each image whole. `classes`: how
+    the masks encode classes (None: the pets' trimaps)."""
+    classes = classes or PETS
     shape = size or (None, None)
 
     def fit(x, fill):
@@ -85,8 +96,8 @@ def graph_loader(size, with_label: bool = True):
                         lambda: tf.io.decode_png(data, channels=3))
         image, padding = fit(image, 0)
         if with_label:
-            trimap = tf.io.decode_png(tf.io.read_file(mask), channels=1)[..., 0]
-            label = tf.gather(_label_table(cat), tf.cast(trimap, tf.int32))
+            values = tf.io.decode_png(tf.io.read_file(mask), channels=1)[..., 0]
+            label = tf.gather(_label_table(cat, classes), tf.cast(values, tf.int32))
             label, _ = fit(tf.cast(label, tf.uint8), IGNORE_LABEL)
         else:
             label = tf.zeros(tf.shape(padding), tf.uint8)
@@ -100,11 +111,13 @@ def graph_loader(size, with_label: bool = True):
     return load
 
 
-def file_table(paths, with_label: bool = True) -> dict:
+def file_table(paths, with_label: bool = True, classes: Classes | None = None) -> dict:
     """Per-file inputs of `graph_loader` and the route: `{"path", "mask", "cat",
-    "jpeg", "in_graph"}`, each a numpy array over `paths`."""
+    "jpeg", "in_graph"}`, each a numpy array over `paths` (`classes` None: their
+    folder's)."""
     paths = [str(p) for p in paths]
-    in_graph = [decodable_in_graph(p, with_label) for p in paths]
+    classes = classes or classes_of_paths(paths)
+    in_graph = [decodable_in_graph(p, with_label, classes) for p in paths]
     return {"path": np.asarray(paths),
             "jpeg": np.asarray([ok and _format(p) == "JPEG" for ok, p in
                                 zip(in_graph, paths)], bool),

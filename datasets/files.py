@@ -1,8 +1,10 @@
 """Finding and decoding the files of a dataset folder, and the errors that name a bad one.
 
-A dataset folder holds `images/NAME.{jpg,jpeg,png}` beside `masks/NAME.png`, where a
-mask is an Oxford trimap: 1 = pet, 2 = background, 3 = unknown border. The breed in
-NAME tells the class: a name that starts upper-case is a cat, otherwise a dog.
+A dataset folder holds `images/NAME.{jpg,jpeg,png}` beside `masks/NAME.png`. For the
+pets a mask is an Oxford trimap: 1 = pet, 2 = background, 3 = unknown border, and the
+breed in NAME tells the class: a name that starts upper-case is a cat, otherwise a
+dog. A folder with a `classes.json` (`datasets.classes`) may instead hold masks of
+class ids, one per pixel.
 
 A file that cannot be used raises a `DataError` that names it and says what is wrong,
 so one bad file among thousands is found and fixed before training rather than
@@ -169,22 +171,46 @@ def load_image(path: str) -> np.ndarray:
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
 
 
-def load_trimap(path: str) -> np.ndarray:
-    """Reads an Oxford trimap into (H, W) uint8 and checks its values are 1, 2 or 3."""
+def _one_channel_mask(path: str, kind: str) -> np.ndarray:
+    """Reads a mask into (H, W) int64; a colour image is refused unless its channels
+    are equal (a grey image saved as RGB)."""
     if not os.path.exists(path):
         raise DataError(path, "mask is missing (every image needs masks/NAME.png)")
-    im = _open(path)
-    arr = np.asarray(im)
+    arr = np.asarray(_open(path))
     if arr.ndim == 3:
         if not (arr[..., :3] == arr[..., :1]).all():
-            raise DataError(path, "mask is a colour image; expected a one-channel trimap")
+            raise DataError(path, f"mask is a colour image; expected a one-channel {kind}")
         arr = arr[..., 0]
-    arr = arr.astype(np.int64)
+    return arr.astype(np.int64)
+
+
+def _shown(values: np.ndarray) -> str:
+    return ", ".join(str(v) for v in values[:8]) + (", ..." if values.size > 8 else "")
+
+
+def load_trimap(path: str) -> np.ndarray:
+    """Reads an Oxford trimap into (H, W) uint8 and checks its values are 1, 2 or 3."""
+    arr = _one_channel_mask(path, "trimap")
     bad = np.setdiff1d(np.unique(arr), [TRIMAP_PET, TRIMAP_BACKGROUND, TRIMAP_UNKNOWN])
     if bad.size:
-        shown = ", ".join(str(v) for v in bad[:8]) + (", ..." if bad.size > 8 else "")
-        raise DataError(path, f"mask has values {{{shown}}}; a trimap holds only "
+        raise DataError(path, f"mask has values {{{_shown(bad)}}}; a trimap holds only "
                         "1 (pet), 2 (background), 3 (unknown)")
+    return arr.astype(np.uint8)
+
+
+def load_id_mask(path: str, num_classes: int, ignore_label: int) -> np.ndarray:
+    """Reads a mask of class ids (a one-channel PNG: greyscale, or a palette image
+    whose indices are the ids) into (H, W) uint8; every value must be a class id
+    (0 to `num_classes` - 1) or `ignore_label`, so a mask made for another class
+    list is named here, before training, and never trains as a wrong class."""
+    arr = _one_channel_mask(path, "mask of class ids")
+    values = np.unique(arr)
+    bad = values[((values < 0) | (values >= num_classes)) & (values != ignore_label)]
+    if bad.size:
+        raise DataError(path, f"mask has values {{{_shown(bad)}}} that are no class: "
+                        f"classes.json lists {num_classes} classes (ids 0-"
+                        f"{num_classes - 1}) and ignores {ignore_label}; fix the mask "
+                        "or add the missing classes to classes.json")
     return arr.astype(np.uint8)
 
 

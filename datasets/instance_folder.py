@@ -66,7 +66,7 @@ def _prepare(out: str, overwrite: bool) -> None:
 
 
 def write_instance_folder(out: str, composites: Iterable[Composite], info: dict | None = None,
-                          overwrite: bool = False) -> str:
+                          overwrite: bool = False, categories=CATEGORIES) -> str:
     """Writes `out/images/000000.jpg, ...` and, last, `out/annotations.json`.
 
     Args:
@@ -74,6 +74,8 @@ def write_instance_folder(out: str, composites: Iterable[Composite], info: dict 
         composites: images with their instances (`datasets.compose.Composite`).
         info: goes into the COCO `info` entry (how the set was made).
         overwrite: replace an earlier set written here.
+        categories: COCO's `[{"id", "name"}, ...]`; an instance of class k is of
+            the k-th (default: the pets, 1 cat, 2 dog).
     """
     _prepare(out, overwrite)
     images, annotations = [], []
@@ -88,10 +90,10 @@ def write_instance_folder(out: str, composites: Iterable[Composite], info: dict 
             rle = encode_mask(mask)
             area, bbox = mask_area_and_box(rle)
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
-                                "category_id": CATEGORIES[cls]["id"], "segmentation": rle,
+                                "category_id": categories[cls]["id"], "segmentation": rle,
                                 "area": area, "bbox": bbox, "iscrowd": 0, "source": source})
     document = {"info": dict(info or {}), "images": images, "annotations": annotations,
-                "categories": CATEGORIES}
+                "categories": list(categories)}
     with atomic_path(os.path.join(out, ANNOTATIONS_FILE)) as tmp, open(tmp, "w") as f:
         json.dump(document, f)  # a complete file or none
     return out

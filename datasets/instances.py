@@ -2,10 +2,11 @@
 trains on, and a built-in demo set.
 
 An instance dataset folder is `images/` beside `annotations.json` in COCO format: one
-entry per image (`id`, `file_name`, `height`, `width`) and one annotation per pet
-(`segmentation` as RLE or polygons, `area`, `bbox`, `iscrowd` 0, `category_id`), with
-the categories `cat` (id 1) and `dog` (id 2). A dataset root holds `train/` and `test/`,
-each such a folder. Model classes are 0 cat, 1 dog (`common.coco.category_id`).
+entry per image (`id`, `file_name`, `height`, `width`) and one annotation per object
+(`segmentation` as RLE or polygons, `area`, `bbox`, `iscrowd` 0, `category_id`), and
+its `categories` (`id`, `name`): for the pets `cat` (id 1) and `dog` (id 2), for your
+own data any. A dataset root holds `train/` and `test/`, each such a folder. Model
+class k is the k-th category in id order (`read_categories`; the pets: 0 cat, 1 dog).
 
     # compose one from the Oxford trimaps: 2-4 pets per 256x256 image (datasets.compose)
     python -m datasets.instances compose --src data/catdog --out data/pets_instances \\
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 class InstanceExample(NamedTuple):
     """One image of an instance folder: its COCO `image_id`, `name` (file name without
     extension), `image` (H, W, 3) uint8 RGB, `masks` (K, H, W) bool and `classes` (K,)
-    int32 (0 cat, 1 dog), in annotation order."""
+    int32 (model classes: 0 cat, 1 dog for the pets), in annotation order."""
 
     image_id: int
     name: str
@@ -63,21 +64,48 @@ def annotations_path(split_dir: str) -> str:
     return os.path.join(split_dir, ANNOTATIONS_FILE)
 
 
-def read_annotations(split_dir: str) -> list[dict]:
-    """Each image of `split_dir`: `{"image_id", "path", "height", "width",
-    "segmentations", "classes"}`, read from `annotations.json` and checked.
-
-    Categories are matched by name (`cat`, `dog`), so files of other tools with other
-    ids read too; crowd annotations (`iscrowd` 1) are not instances and are left out.
-    """
+def _read_coco(split_dir: str) -> tuple[str, dict]:
     path = annotations_path(split_dir)
     if not os.path.isfile(path):
         raise DataError(path, "missing; an instance folder holds images/ and "
                         "annotations.json (COCO format)")
     try:
         with open(path) as f:
-            coco = json.load(f)
-        names = {c["id"]: c["name"] for c in coco["categories"]}
+            return path, json.load(f)
+    except ValueError as e:
+        raise DataError(path, f"not a COCO annotations file ({e})") from None
+
+
+def read_categories(split_dir: str) -> list[tuple[int, str]]:
+    """`(COCO id, name)` of each category of `split_dir/annotations.json`, in id
+    order: the classes a model trained on it predicts, class k the k-th."""
+    return _categories(*_read_coco(split_dir))
+
+
+def _categories(path: str, coco: dict) -> list[tuple[int, str]]:
+    try:
+        categories = sorted((int(c["id"]), str(c["name"])) for c in coco["categories"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(path, f"its categories are not COCO's [{{\"id\": 1, \"name\": "
+                        f"...}}, ...] ({type(e).__name__}: {e})") from None
+    if not categories or len({n for _, n in categories}) != len(categories):
+        raise DataError(path, "needs at least one category, each with its own name")
+    return categories
+
+
+def read_annotations(split_dir: str, names=None) -> list[dict]:
+    """Each image of `split_dir`: `{"image_id", "path", "height", "width",
+    "segmentations", "classes"}`, read from `annotations.json` and checked.
+
+    Categories are matched by name to `names`, the model's classes (None: this
+    file's categories in id order), so a test folder whose ids differ reads too;
+    crowd annotations (`iscrowd` 1) are not instances and are left out.
+    """
+    path, coco = _read_coco(split_dir)
+    categories = _categories(path, coco)
+    names = list(names) if names is not None else [n for _, n in categories]
+    try:
+        ids = {i: n for i, n in categories}
         records = {im["id"]: {"image_id": im["id"], "height": int(im["height"]),
                               "width": int(im["width"]), "segmentations": [], "classes": [],
                               "path": os.path.join(split_dir, "images", im["file_name"])}
@@ -85,12 +113,13 @@ def read_annotations(split_dir: str) -> list[dict]:
         for ann in coco["annotations"]:
             if ann.get("iscrowd", 0):
                 continue
-            name = names.get(ann["category_id"])
-            if name not in ("cat", "dog"):
-                raise DataError(path, f"annotation {ann['id']} has category {name!r}; "
-                                "expected cat or dog")
+            name = ids.get(ann["category_id"])
+            if name not in names:
+                raise DataError(path, f"annotation {ann['id']} has category "
+                                f"{ann['category_id']} ({name}), not one of the "
+                                f"model's classes ({', '.join(names)})")
             records[ann["image_id"]]["segmentations"].append(ann["segmentation"])
-            records[ann["image_id"]]["classes"].append(0 if name == "cat" else 1)
+            records[ann["image_id"]]["classes"].append(names.index(name))
     except (ValueError, KeyError, TypeError) as e:
         if isinstance(e, DataError):
             raise
@@ -115,11 +144,12 @@ def load_record(record: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, masks, np.asarray(record["classes"], np.int32)
 
 
-def read_instances(split_dir: str) -> list[InstanceExample]:
+def read_instances(split_dir: str, names=None) -> list[InstanceExample]:
     """Every image of an instance folder at its own size, for evaluation; the image ids
-    are those of `annotations.json`, which `learning.coco.mask_ap` scores against."""
+    are those of `annotations.json`, which `learning.coco.mask_ap` scores against.
+    `names`: the model's classes, as in `read_annotations`."""
     out = []
-    for record in read_annotations(split_dir):
+    for record in read_annotations(split_dir, names):
         image, masks, classes = load_record(record)
         name = os.path.splitext(os.path.basename(record["path"]))[0]
         out.append(InstanceExample(record["image_id"], name, image, masks, classes))

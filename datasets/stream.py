@@ -14,7 +14,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from common.labels import Classes
 from datasets.augment import augment_mode, epoch_order, rescale_and_crop
+from datasets.classes import classes_of_paths
 from datasets.data import load_example
 from datasets.decode import file_table, graph_loader
 from datasets.files import DataError
@@ -41,12 +43,12 @@ def split_paths(paths: list[str], val_fraction: float, seed: int = 0):
     return train, val
 
 
-def _loader(size, with_label: bool):
+def _loader(size, with_label: bool, classes: Classes):
     """A numpy function (path bytes, flip) -> (image, label, padding) for tf.numpy_function."""
     def load(path, flip):
         path = os.fsdecode(path)
         try:
-            ex = load_example(path, size, with_label)
+            ex = load_example(path, size, with_label, classes)
         except DataError as e:
             # Becomes a tf.errors.OpError whose message starts with the file name.
             raise ValueError(str(e)) from None
@@ -63,7 +65,8 @@ def _loader(size, with_label: bool):
 def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool = True,
                  shuffle: bool = False, seed: int = 0, augment: bool = False,
                  with_padding: bool = False, cache: str | None = None,
-                 drop_remainder: bool = False) -> tf.data.Dataset:
+                 drop_remainder: bool = False,
+                 classes: Classes | None = None) -> tf.data.Dataset:
     """A batched, prefetched stream over image files (see `datasets.files.list_images`).
 
     Args:
@@ -79,6 +82,8 @@ def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool 
         cache: None, "" (memory) or a file prefix: cache decoded examples. The files
             are then decoded in the given order once and reshuffled through a buffer.
         drop_remainder: drop a last, smaller batch.
+        classes: how the masks encode classes (None: the `classes.json` of the
+            files' folder, else the pets' trimaps).
 
     Returns:
         A `tf.data.Dataset` of `(images uint8 (n, H, W, 3), labels uint8 (n, H, W))`
@@ -94,7 +99,7 @@ def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool 
     if shuffle and cache is None:
         order = rng.permutation(len(paths))
     flips = rng.random(len(paths)) < 0.5 if augment else np.zeros(len(paths), bool)
-    load = file_loader(paths, size, labels)
+    load = file_loader(paths, size, labels, classes)
 
     if cache is None:
         ds = tf.data.Dataset.from_tensor_slices((order, flips))
@@ -202,18 +207,21 @@ def _index_loader(source, image_size, rescale: bool):
     return load
 
 
-def file_loader(paths, size: tuple[int, int] | None, with_label: bool = True):
+def file_loader(paths, size: tuple[int, int] | None, with_label: bool = True,
+                classes: Classes | None = None):
     """A tf function (index into `paths`, flip) -> (image, label, padding), cropped
-    or padded to `size` (None: each image whole, at its own size).
+    or padded to `size` (None: each image whole, at its own size); `classes` None:
+    the class set of the files' folder (`datasets.classes`).
 
     Files that `tf.io` decodes like Pillow are decoded in the graph
     (`datasets.decode`); the others go through `datasets.data.load_example` in a
     `tf.numpy_function`. Both give the pixels `read_data` gives.
     """
     h, w = size or (None, None)
-    table = {k: tf.constant(v) for k, v in file_table(paths, with_label).items()}
-    in_graph = graph_loader(size, with_label)
-    numpy_load = _loader(size, with_label)
+    classes = classes or classes_of_paths(paths)
+    table = {k: tf.constant(v) for k, v in file_table(paths, with_label, classes).items()}
+    in_graph = graph_loader(size, with_label, classes)
+    numpy_load = _loader(size, with_label, classes)
 
     def in_python(path, flip):
         image, label, padding = tf.numpy_function(numpy_load, [path, flip],

@@ -148,14 +148,44 @@ def draw_each(paths: list[str], out_dir: str, render) -> int:
 
 
 def data_root(arg: str, task) -> str:
-    """`demo` -> the task's built-in demo set (made on first use); else the folder."""
-    if arg == "demo":
-        return task.demo_root()
+    """`demo` (or `demo-shapes`, five classes of shapes) -> the task's built-in demo
+    set (made on first use); else the folder."""
+    if arg in DEMOS:
+        return task.demo_root(arg)
     if not os.path.isdir(arg):
         raise FileNotFoundError(f"data folder not found: {arg} (expected a folder with "
-                                f"train/ and test/, or 'demo'; to get the real dataset "
-                                f"run: python -m datasets.download --root {arg})")
+                                f"train/ and test/, or one of {', '.join(DEMOS)}; to get "
+                                f"the real dataset run: python -m datasets.download "
+                                f"--root {arg})")
     return arg
+
+
+DEMOS = ("demo", "demo-shapes")  # the names --data takes for a built-in set
+
+
+def run_classes(checkpoint: str, num_classes: int, default):
+    """The classes (`common.labels.Classes`) a checkpoint's `num_classes` outputs
+    stand for: those its run recorded in the config.json beside it; for a run that
+    recorded none (one from before class sets, a bare .keras file) `default` when it
+    has as many classes (the pets), else `class_0`, `class_1`, ..."""
+    from common.labels import Classes
+    from learning.runs import CheckpointError, read_run_config
+    run_dir = os.path.dirname(os.path.abspath(checkpoint))
+    config = read_run_config(run_dir)
+    if "classes" in config:
+        try:
+            recorded = Classes.from_json(config["classes"])
+        except ValueError as e:
+            raise CheckpointError(f"{os.path.join(run_dir, 'config.json')}: its classes "
+                                  f"cannot be read ({e})") from None
+        if recorded.num_classes == num_classes:
+            return recorded
+        logging.warning("%s beside %s names %d classes but the model has %d outputs: "
+                        "it is another model's run, so its class names are not used",
+                        "config.json", checkpoint, recorded.num_classes, num_classes)
+    if default.num_classes == num_classes:
+        return default
+    return Classes.generic(num_classes)
 
 
 def split_dir(root: str, split: str, task) -> str:

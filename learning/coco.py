@@ -17,25 +17,32 @@ import numpy as np
 from common.coco import category_id, class_index, decode_mask, encode_mask
 
 
-def results_from_masks(image_id: int, masks: np.ndarray, classes, scores) -> list[dict]:
+def results_from_masks(image_id: int, masks: np.ndarray, classes, scores,
+                       category_ids=None) -> list[dict]:
     """One image's predictions as COCO results, ready for `mask_ap`.
 
     Args:
         image_id: the image's COCO id (`datasets.instances.read_instances` gives it).
         masks: (N, H, W) bool or 0/1, at the image's own size.
-        classes: N model classes (0 cat, 1 dog).
+        classes: N model classes (0 cat, 1 dog for the pets).
         scores: N confidences.
+        category_ids: the COCO id of each model class, as the truth's annotations
+            file numbers them (None: class + 1, the pets' 1 cat, 2 dog).
     """
-    return [{"image_id": int(image_id), "category_id": category_id(c),
+    to_id = (lambda c: int(category_ids[int(c)])) if category_ids else category_id
+    return [{"image_id": int(image_id), "category_id": to_id(c),
              "segmentation": encode_mask(m), "score": float(s)}
             for m, c, s in zip(masks, classes, scores)]
 
 
-def decoded_results(results: list, shape) -> tuple:
-    """One image's COCO results -> (masks (N, H, W) bool, classes, scores)."""
+def decoded_results(results: list, shape, category_ids=None) -> tuple:
+    """One image's COCO results -> (masks (N, H, W) bool, classes, scores);
+    `category_ids` as in `results_from_masks`."""
+    to_class = ({int(i): k for k, i in enumerate(category_ids)}.__getitem__
+                if category_ids else class_index)
     masks = (np.stack([decode_mask(r["segmentation"]) for r in results]) if results
              else np.zeros((0,) + tuple(shape), bool))
-    return (masks, np.array([class_index(r["category_id"]) for r in results], int),
+    return (masks, np.array([to_class(r["category_id"]) for r in results], int),
             np.array([r["score"] for r in results], np.float32))
 
 

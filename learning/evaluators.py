@@ -172,9 +172,10 @@ class Evaluator(ABC):
     def score_confusion(self, cm: ConfusionMatrix) -> float:
         """The score of an accumulated confusion matrix."""
 
-    def score(self, y_true, y_pred) -> float:
-        """Score of labels `y_true` (N, H, W) against scores (N, H, W, C) or labels."""
-        return self.score_confusion(ConfusionMatrix().update(y_true, y_pred))
+    def score(self, y_true, y_pred, num_classes: int = NUM_CLASSES) -> float:
+        """Score of labels `y_true` (N, H, W) against scores (N, H, W, C) or labels
+        of `num_classes` classes."""
+        return self.score_confusion(ConfusionMatrix(num_classes).update(y_true, y_pred))
 
     def is_better(self, curr: float, best: float, score_threshold: float = 1e-4,
                   **kwargs) -> bool:

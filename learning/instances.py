@@ -22,10 +22,11 @@ import keras
 import numpy as np
 
 from common.files import write_json
+from common.labels import PET_INSTANCES, Classes
 from datasets.geometry import fit_to_size, restore_masks
 from datasets.instance_stream import training_stream as instance_stream
 from datasets.instances import (InstanceExample, annotations_path, load_record,
-                                read_annotations, read_instances)
+                                read_annotations, read_categories, read_instances)
 from datasets.stream import split_paths
 from learning.coco import evaluate_masks, results_from_masks
 from learning.evaluators import Evaluator
@@ -35,6 +36,7 @@ layout = ("images/", "annotations.json")  # what a split folder holds
 history_columns = ("category_loss", "mask_loss", "val_mask_ap", "val_mask_ap75")
 clipnorm = 5.0  # SOLO's focal loss can spike early on; --clipnorm 0 turns it off
 DRAW_SCORE_THRESHOLD = 0.3  # drawn instances score at least this (mask AP takes all)
+default_classes = PET_INSTANCES  # what a run that recorded no classes finds (2 outputs)
 
 
 class MaskAPEvaluator(Evaluator):
@@ -52,17 +54,28 @@ class MaskAPEvaluator(Evaluator):
 
 
 class InstanceValidation(NamedTuple):
-    """The validation images (in memory, at their own sizes) and a COCO annotations
-    file holding exactly them, which `MaskAPScore` scores against."""
+    """The validation images (in memory, at their own sizes), a COCO annotations
+    file holding exactly them, which `MaskAPScore` scores against, and the COCO id
+    of each model class there (None: class + 1)."""
 
     examples: list
     annotations: str
+    category_ids: list | None = None
 
 
-def demo_root() -> str:
+def demo_root(name: str = "demo") -> str:
     """The built-in instance demo (64 x 64 pets, drawn on first use)."""
     from datasets.instances import ensure_instance_demo
+    if name != "demo":
+        raise ValueError(f"--data {name} is a demo for the semantic models; an instance "
+                         f"model trains on --data demo (pets) or a COCO folder")
     return ensure_instance_demo()
+
+
+def read_classes(train_dir: str) -> Classes:
+    """The categories of `train_dir/annotations.json`, in id order: SOLO's classes
+    (no background: a cell without an object has no class)."""
+    return Classes(tuple(name for _, name in read_categories(train_dir)))
 
 
 def evaluator(args):
@@ -92,7 +105,9 @@ def read_training_data(train_dir: str, args, model) -> TrainingData:
     examples = [InstanceExample(by_path[p]["image_id"],
                                 os.path.splitext(os.path.basename(p))[0],
                                 *load_record(by_path[p])) for p in val]
-    return TrainingData([by_path[p] for p in train], InstanceValidation(examples, truth),
+    ids = [i for i, _ in read_categories(train_dir)]
+    return TrainingData([by_path[p] for p in train],
+                        InstanceValidation(examples, truth, ids),
                         {"train_images": len(train), "val_images": len(val),
                          "val_ids": val_ids})
 
@@ -155,15 +170,18 @@ class MaskAPScore(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         results = predict_coco_results(self.model, self.validation.examples,
-                                       self.model.input_size, self.batch_size)
+                                       self.model.input_size, self.batch_size,
+                                       self.validation.category_ids)
         scores, _ = evaluate_masks(self.validation.annotations, results)
         logs.update({f"val_{k}": v for k, v in scores.items()})
 
 
-def predict_coco_results(model, examples, image_size: int, batch_size: int = 8) -> list:
-    """COCO results (`learning.coco.results_from_masks`) of `model.predict_instances`
-    on `examples` (`InstanceExample`s): each image is fitted into `image_size` as in
-    training, and its masks are mapped back to its own size."""
+def predict_coco_results(model, examples, image_size: int, batch_size: int = 8,
+                         category_ids=None) -> list:
+    """COCO results (`learning.coco.results_from_masks`, with `category_ids`) of
+    `model.predict_instances` on `examples` (`InstanceExample`s): each image is
+    fitted into `image_size` as in training, and its masks are mapped back to its
+    own size."""
     results = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
@@ -172,25 +190,33 @@ def predict_coco_results(model, examples, image_size: int, batch_size: int = 8) 
         for example, found in zip(chunk, model.predict_instances(images)):
             masks = restore_masks(found["masks"], *example.image.shape[:2])
             results += results_from_masks(example.image_id, masks, found["classes"],
-                                          found["scores"])
+                                          found["scores"], category_ids)
     return results
 
 
 # ----------------------------------------------------------------------- test, draw
 
 
-def test(model, test_dir: str, size: int, args, run_dir: str, draws: str) -> dict:
+def test(model, test_dir: str, size: int, args, run_dir: str, draws: str,
+         classes: Classes = PET_INSTANCES) -> dict:
     """test.py: COCO results in `RUN/instances_pred.json`, the mask AP table, and an
     overlay per image (image | truth | prediction, instances scoring at least
-    `DRAW_SCORE_THRESHOLD`); returns metrics.json's content."""
+    `DRAW_SCORE_THRESHOLD`, named by `classes`, the model's); returns metrics.json's
+    content. The test file's categories are matched to `classes` by name."""
     from learning.visualize import draw_instances, save_rgb, zoom
     from learning.coco import decoded_results
     note_semantic_flags(args)
-    examples = read_instances(test_dir)
+    found_ids = {name: i for i, name in read_categories(test_dir)}
+    missing = [n for n in classes.names if n not in found_ids]
+    if missing:
+        raise ValueError(f"{annotations_path(test_dir)} has no category {missing}; the "
+                         f"model's classes are {', '.join(classes.names)}")
+    ids = [found_ids[n] for n in classes.names]
+    examples = read_instances(test_dir, classes.names)
     if not examples:
         raise ValueError(f"{annotations_path(test_dir)} lists no image to test on")
     print(f"testing on {len(examples)} images of {test_dir} at {size}x{size}")
-    results = predict_coco_results(model, examples, size, args.batch_size)
+    results = predict_coco_results(model, examples, size, args.batch_size, ids)
     pred_path = os.path.join(run_dir, "instances_pred.json")
     write_json(pred_path, results)
     scores, table = evaluate_masks(annotations_path(test_dir), results)
@@ -204,9 +230,10 @@ def test(model, test_dir: str, size: int, args, run_dir: str, draws: str) -> dic
                  and r["score"] >= DRAW_SCORE_THRESHOLD]
         panel = np.concatenate([
             zoom(example.image),
-            draw_instances(example.image, example.masks, example.classes),
-            draw_instances(example.image,
-                           *decoded_results(found, example.image.shape[:2]))], 1)
+            draw_instances(example.image, example.masks, example.classes,
+                           names=classes.names),
+            draw_instances(example.image, *decoded_results(found, example.image.shape[:2],
+                                                           ids), names=classes.names)], 1)
         save_rgb(os.path.join(draws, example.name + ".png"), panel)
     print(f"predictions: {pred_path}")
     print(f"overlays (image | truth | prediction): {len(shown)} in {draws}/")
@@ -215,9 +242,9 @@ def test(model, test_dir: str, size: int, args, run_dir: str, draws: str) -> dic
             "predictions": pred_path}
 
 
-def renderer(model, args):
+def renderer(model, args, classes: Classes = PET_INSTANCES):
     """draw.py: a function image -> the picture, at the image's own size, with the
-    instances scoring `DRAW_SCORE_THRESHOLD` or more."""
+    instances scoring `DRAW_SCORE_THRESHOLD` or more, named by `classes`."""
     from learning.visualize import draw_instances
     note_semantic_flags(args)
 
@@ -228,7 +255,8 @@ def renderer(model, args):
         kept = found["scores"] >= DRAW_SCORE_THRESHOLD
         found = {k: v[kept] for k, v in found.items()}
         masks = restore_masks(found["masks"], *image.shape[:2])
-        return draw_instances(image, masks, found["classes"], found["scores"], args.alpha)
+        return draw_instances(image, masks, found["classes"], found["scores"], args.alpha,
+                              names=classes.names)
     return render
 
 

@@ -2,9 +2,10 @@
 SegNet). What train.py, test.py and draw.py do for it; `learning.tasks` lists it.
 
 Data: a folder with `train/` and `test/`, each `images/NAME.jpg` + `masks/NAME.png`
-(Oxford trimaps), streamed from disk (`datasets.stream`) or held in memory
+(Oxford trimaps, or class ids as the folder's `classes.json` says:
+`datasets.classes`), streamed from disk (`datasets.stream`) or held in memory
 (`datasets.data.DataSet`). Scores: pixel accuracy (the article's way and the honest
-one) and IoU from one confusion matrix (`learning.evaluators`).
+one) and IoU from one confusion matrix (`learning.evaluators`), a row per class.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from common.labels import CLASS_NAMES
+from common.labels import PETS, Classes
 from datasets import data as dataset
+from datasets.classes import classes_of_paths, read_classes
 from datasets.stream import (make_dataset, make_training_stream,
                              replica_validation_batches, split_paths)
 from learning.evaluators import EVALUATORS
@@ -26,6 +28,7 @@ from models.metrics import make_metrics
 layout = ("images/", "masks/")  # what a split folder holds
 history_columns = ()
 clipnorm = None  # no gradient clipping unless --clipnorm asks
+default_classes = PETS  # what a run that recorded no classes predicts (3 outputs)
 
 
 class TrainingData(NamedTuple):
@@ -36,8 +39,12 @@ class TrainingData(NamedTuple):
     info: dict
 
 
-def demo_root() -> str:
-    """The built-in demo set (drawn on first use, in seconds)."""
+def demo_root(name: str = "demo") -> str:
+    """A built-in demo set, drawn on first use in seconds: `demo`, cats and dogs;
+    `demo-shapes`, five classes of shapes with a `classes.json`."""
+    if name == "demo-shapes":
+        from datasets import demo_shapes
+        return demo_shapes.ensure(demo_shapes.DEFAULT_ROOT)
     from datasets import demo
     return demo.ensure(demo.DEFAULT_ROOT)
 
@@ -67,22 +74,25 @@ def read_training_data(train_dir: str, args, model) -> TrainingData:
 
 def in_memory(paths: list[str], image_size) -> dataset.DataSet:
     """A `DataSet` of the given files (uint8 arrays; ~1 MB per 512x512 pair)."""
-    examples = [dataset.load_example(p, image_size) for p in paths]
+    classes = classes_of_paths(paths)
+    examples = [dataset.load_example(p, image_size, True, classes) for p in paths]
     return dataset.DataSet(np.stack([e.image for e in examples]),
                            np.stack([e.label for e in examples]),
                            names=[dataset.image_name(p) for p in paths])
 
 
-def good_paths(data_dir: str, skip_bad: bool,
-               with_label: bool = True) -> tuple[list[str], list[str]]:
+def good_paths(data_dir: str, skip_bad: bool, with_label: bool = True,
+               classes: Classes | None = None) -> tuple[list[str], list[str]]:
     """Every usable image of `data_dir`, after decoding each pair once, and the
-    problems (one `"FILE: what is wrong"` line each) of the files left out.
+    problems (one `"FILE: what is wrong"` line each) of the files left out; masks
+    are read as `classes` (None: the folder's) encode them.
 
     Bad files stop the run with the full list (`DatasetError`) unless `skip_bad`,
     which logs them and goes on with the rest.
     """
     paths = dataset.list_images(data_dir)
-    good, problems = dataset.check_files(paths, with_label, progress=len(paths) > 200)
+    good, problems = dataset.check_files(paths, with_label, progress=len(paths) > 200,
+                                         classes=classes or read_classes(data_dir))
     for orphan in dataset.orphan_masks(data_dir) if with_label else []:
         logging.warning("%s: mask has no image; ignored", orphan)
     dataset.settle_bad_files(data_dir, problems, len(paths), skip_bad)
@@ -142,15 +152,19 @@ def scorers(model, val_set, batch_size: int) -> list:
 # ----------------------------------------------------------------------- test, draw
 
 
-def test(model, test_dir: str, size: int, args, run_dir: str, draws: str) -> dict:
+def test(model, test_dir: str, size: int, args, run_dir: str, draws: str,
+         classes: Classes = PETS) -> dict:
     """test.py: scores `model` on `test_dir` at `size` (the article's accuracy, the
     honest one, per-class and mean IoU), prints the table and draws an overlay per
-    image (image | truth | prediction) into `draws`; returns metrics.json's content."""
+    image (image | truth | prediction) into `draws`; returns metrics.json's content.
+    `classes` are the model's (names and colours); the test masks are read as the
+    folder's own class set says, which must have as many classes."""
     from learning.utils import evaluate, refinement_settings
     from learning.visualize import Drawer
     from models.tta import label_predictor, scaled_sizes
 
-    paths, skipped = good_paths(test_dir, args.skip_bad)
+    data_classes = check_test_classes(read_classes(test_dir), classes, test_dir)
+    paths, skipped = good_paths(test_dir, args.skip_bad, classes=data_classes)
     model.check_input_size(size, size)
     tta, crf = refinement_settings(args)
     predict = label_predictor(model, tta, crf)
@@ -161,19 +175,34 @@ def test(model, test_dir: str, size: int, args, run_dir: str, draws: str) -> dic
           + (f" ({len(skipped)} bad file(s) skipped, listed above)" if skipped else "")
           + (f"; TTA at {tta['sizes']}, flipped" if tta else "")
           + ("; dense CRF" if crf else ""))
-    drawer = Drawer([dataset.image_name(p) for p in paths], draws, args.max_draws)
-    stream = make_dataset(paths, size, args.batch_size, with_padding=True)
+    drawer = Drawer([dataset.image_name(p) for p in paths], draws, args.max_draws,
+                    classes=classes)
+    stream = make_dataset(paths, size, args.batch_size, with_padding=True,
+                          classes=data_classes)
     try:
         cm, article = evaluate(model, stream, progress=True, on_batch=drawer,
                                predict=predict)
     finally:
         drawer.close()
-    summary = cm.summary(list(CLASS_NAMES))
+    summary = cm.summary(list(classes.names))
     print_table(summary, article.result)
     print(f"overlays: {drawer.count} in {draws}/")
     return {**summary, "article_pixel_accuracy": article.result, "test_dir": test_dir,
             "num_images": len(paths), "image_size": size, "skipped_files": skipped,
             "tta": tta, "crf": crf}
+
+
+def check_test_classes(data: Classes, model: Classes, test_dir: str) -> Classes:
+    """The test folder's class set `data`, once it has as many classes as the
+    model; names that differ are only noted (the table names the model's)."""
+    if data.num_classes != model.num_classes:
+        raise ValueError(f"{test_dir} holds {data.num_classes} classes ({data.describe()})"
+                         f" but the model predicts {model.num_classes} "
+                         f"({model.describe()}); test on data of the classes it learned")
+    if data.names != model.names:
+        print(f"note: {test_dir} names its classes {data.describe()}; the model's "
+              f"run names them {model.describe()} (the table uses the run's)")
+    return data
 
 
 def print_table(summary: dict, article: float) -> None:
@@ -187,9 +216,9 @@ def print_table(summary: dict, article: float) -> None:
     print(f"{'mean IoU':<32}{summary['mean_iou']:>8.4f}")
 
 
-def renderer(model, args):
-    """draw.py: a function image (H, W, 3) -> the picture to save (class colours
-    blended onto the image at its own size, with a legend)."""
+def renderer(model, args, classes: Classes = PETS):
+    """draw.py: a function image (H, W, 3) -> the picture to save (the colours of
+    `classes` blended onto the image at its own size, with a legend of their names)."""
     from learning.utils import refinement_settings
     from learning.visualize import add_legend, overlay
     from models.tta import label_predictor
@@ -197,7 +226,7 @@ def renderer(model, args):
 
     def render(image):
         label = predict_full_size(model, image, args.max_side, predict)
-        return add_legend(overlay(image, label, args.alpha))
+        return add_legend(overlay(image, label, args.alpha, classes), classes)
     return render
 
 

@@ -5,12 +5,15 @@ task a model declares (`SegNet.task`).
                `learning.semantic`
     instance   a mask per object (SOLO): `learning.instances`
 
-Each task module offers the same functions: `demo_root()`, `evaluator(args)`,
+Each task module offers the same functions: `demo_root(name)`, `evaluator(args)`,
+`read_classes(train_dir)` (the class set the data brings: `common.labels.Classes`),
 `read_training_data(train_dir, args, model)`, `num_examples(train_set)`,
 `loss(model)`, `metrics(model)`, `training_stream(...)`, `validation_data(...)`,
 `scorers(model, val_set, batch_size)` (callbacks that put the validation score into
-fit's logs), `layout` (what a split folder holds), `history_columns`, `clipnorm` (the default of --clipnorm), `test(model, test_dir, size, args, run_dir, draws)`
-and `renderer(model, args)`.
+fit's logs), `layout` (what a split folder holds), `history_columns`, `clipnorm`
+(the default of --clipnorm), `default_classes` (what a run that recorded no classes
+predicts), `test(model, test_dir, size, args, run_dir, draws, classes)` and
+`renderer(model, args, classes)`.
 """
 
 from learning import instances, semantic

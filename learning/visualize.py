@@ -12,31 +12,33 @@ import os
 import cv2
 import numpy as np
 
-from common.labels import (CLASS_COLOURS, CLASS_NAMES, IGNORE_COLOUR, IGNORE_LABEL,
-                           INSTANCE_CLASSES, INSTANCE_PALETTE)
-
-# RGB per label: background is left uncoloured; cat orange, dog blue; ignored grey.
-COLORS = {**CLASS_COLOURS, IGNORE_LABEL: IGNORE_COLOUR}
+from common.labels import INSTANCE_CLASSES, INSTANCE_PALETTE, PETS, Classes
 
 
-def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blends class colours onto an RGB uint8 image: out = (1-a)*image + a*colour."""
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5,
+            classes: Classes = PETS) -> np.ndarray:
+    """Blends class colours onto an RGB uint8 image: out = (1-a)*image + a*colour.
+    Each class has its colour in `classes` (the pets: background uncoloured, cat
+    orange, dog blue); ignored pixels are grey."""
     if image.shape[:2] != label.shape:
         raise ValueError(f"image {image.shape[:2]} and label {label.shape} differ in size")
     out = image.astype(np.float32)
-    for value, color in COLORS.items():
+    for value, color in classes.overlay_colours.items():
         where = label == value
         out[where] = (1 - alpha) * out[where] + alpha * np.asarray(color, np.float32)
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def add_legend(image: np.ndarray, names=CLASS_NAMES[1:], title: str | None = None):
-    """Draws a legend box (colour swatch + class name) in the top-left corner."""
+def add_legend(image: np.ndarray, classes: Classes = PETS, title: str | None = None):
+    """Draws a legend box (colour swatch + class name) in the top-left corner, a row
+    per coloured class of `classes` (an uncoloured background needs none)."""
     out = np.ascontiguousarray(image.copy())
     scale = max(0.35, min(out.shape[:2]) / 600)
     thick = max(1, int(round(scale * 2)))
     line_h = int(22 * scale) + 4
-    rows = ([title] if title else []) + list(names)
+    shown = [(name, colour) for name, colour in zip(classes.names, classes.colours)
+             if colour is not None]
+    rows = ([title] if title else []) + [name for name, _ in shown]
     width = int(max(cv2.getTextSize(r, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0]
                     for r in rows)) + line_h + 12
     cv2.rectangle(out, (0, 0), (width, line_h * len(rows) + 6), (255, 255, 255), -1)
@@ -45,8 +47,8 @@ def add_legend(image: np.ndarray, names=CLASS_NAMES[1:], title: str | None = Non
         cv2.putText(out, title, (6, y - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0),
                     thick, cv2.LINE_AA)
         y += line_h
-    for i, name in enumerate(names, start=1):
-        cv2.rectangle(out, (6, y - line_h + 6), (line_h, y - 2), COLORS[i], -1)
+    for name, colour in shown:
+        cv2.rectangle(out, (6, y - line_h + 6), (line_h, y - 2), colour, -1)
         cv2.putText(out, name, (line_h + 6, y - 4), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     (0, 0, 0), thick, cv2.LINE_AA)
         y += line_h
@@ -71,10 +73,12 @@ class Drawer:
     rest and raises any error the drawing met.
     """
 
-    def __init__(self, names, out_dir, limit=None, backlog: int = 4):
+    def __init__(self, names, out_dir, limit=None, backlog: int = 4,
+                 classes: Classes = PETS):
         from concurrent.futures import ThreadPoolExecutor
         os.makedirs(out_dir, exist_ok=True)
         self.names, self.out_dir, self.limit, self.count = names, out_dir, limit, 0
+        self.classes = classes
         self.pool, self.pending, self.backlog = ThreadPoolExecutor(1), [], backlog
 
     def __call__(self, images, labels, pred):
@@ -91,10 +95,11 @@ class Drawer:
         for image, label, p in zip(images, labels, pred.astype(np.uint8)):
             if self.limit is not None and self.count >= self.limit:
                 return
-            panel = np.concatenate([image, overlay(image, label), overlay(image, p)], 1)
+            panel = np.concatenate([image, overlay(image, label, classes=self.classes),
+                                    overlay(image, p, classes=self.classes)], 1)
             zoom = max(1, 256 // panel.shape[0])  # small crops: enlarge, keep pixels
             panel = panel.repeat(zoom, axis=0).repeat(zoom, axis=1)
-            panel = add_legend(panel, title="image | truth | prediction")
+            panel = add_legend(panel, self.classes, title="image | truth | prediction")
             save_rgb(os.path.join(self.out_dir, self.names[self.count] + ".png"), panel)
             self.count += 1
 
@@ -106,10 +111,10 @@ def zoom(image: np.ndarray, min_side: int = 256) -> np.ndarray:
 
 
 def draw_instances(image, masks, classes, scores=None, alpha: float = 0.5,
-                   min_side: int = 256) -> np.ndarray:
+                   min_side: int = 256, names=INSTANCE_CLASSES) -> np.ndarray:
     """Each instance blended in its own colour, outlined, and labelled with its class
-    (and score) at the top-left of its mask; drawn worst first, so the best is on top.
-    Images under `min_side` are enlarged first (`zoom`)."""
+    name (`names[classes[n]]`, and score) at the top-left of its mask; drawn worst
+    first, so the best is on top. Images under `min_side` are enlarged first (`zoom`)."""
     out = zoom(image, min_side).astype(np.float32)
     k = out.shape[0] // image.shape[0]
     order = range(len(classes)) if scores is None else np.argsort(scores, kind="stable")
@@ -127,8 +132,8 @@ def draw_instances(image, masks, classes, scores=None, alpha: float = 0.5,
     scale = max(0.35, min(out.shape[:2]) / 700)
     for n, contours, colour in labels:
         cv2.drawContours(out, contours, -1, colour.tolist(), max(1, k // 2))
-        text = INSTANCE_CLASSES[int(classes[n])] + ("" if scores is None
-                                               else f" {float(scores[n]):.2f}")
+        text = names[int(classes[n])] + ("" if scores is None
+                                         else f" {float(scores[n]):.2f}")
         x, y, _, _ = cv2.boundingRect(np.concatenate(contours))
         (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         y = max(y, h + 4)
