@@ -33,6 +33,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "labels are scaled back (nearest) to the original size")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     cli.add_refinement_flags(p)
+    p.add_argument("--resize", default=None, choices=["none", "longer", "shorter"],
+                   help="how a photo meets the model's input size (default: the run's, "
+                        "from its config.json)")
     p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
                    help="Keras mixed-precision policy to predict with (auto: by device)")
     cli.add_verbose_flag(p)
@@ -57,6 +60,7 @@ def main(argv=None) -> int:
     ckpt = checkpoint_path(args.run, args.checkpoint)
     model = load_checkpoint(ckpt)
     task = TASKS[model.task]
+    args.resize = args.resize or cli.run_flag(ckpt, "resize", task.default_resize)
     render = task.renderer(model, args,
                            cli.run_classes(ckpt, model.num_classes, task.default_classes))
     cli.draw_each(paths, args.out, render)

@@ -34,11 +34,16 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="crop/pad size (default: the size the model was trained at)")
     p.add_argument("--batch-size", type=cli.positive_int, default=8)
     p.add_argument("--draws", default=None, help="overlay folder (default: RUN/draws)")
+    p.add_argument("--metrics", default=None,
+                   help="where the scores go (default: RUN/metrics.json)")
     p.add_argument("--max-draws", type=int, default=None,
                    help="draw at most this many images (default: all)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave out unreadable/inconsistent files instead of stopping")
     cli.add_refinement_flags(p)
+    p.add_argument("--resize", default=None, choices=["none", "longer", "shorter"],
+                   help="how a photo meets the model's input size (default: the run's, "
+                        "from its config.json)")
     p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
                    help="Keras mixed-precision policy to predict with (auto: by device)")
     cli.add_verbose_flag(p)
@@ -59,11 +64,12 @@ def main(argv=None) -> int:
     task = TASKS[model.task]
     classes = cli.run_classes(ckpt, model.num_classes, task.default_classes)
     size = args.image_size or model.input_size
+    args.resize = args.resize or cli.run_flag(ckpt, "resize", task.default_resize)
     test_dir = cli.split_dir(cli.data_root(args.data, task), "test", task)
     print(f"model: {ckpt} ({model.architecture}; classes {classes.describe()})")
     metrics = task.test(model, test_dir, size, args, run_dir,
                         args.draws or os.path.join(run_dir, "draws"), classes)
-    path = os.path.join(run_dir, "metrics.json")
+    path = args.metrics or os.path.join(run_dir, "metrics.json")
     write_json(path, {**metrics, "checkpoint": ckpt})
     print(f"metrics: {path}")
     return 0

@@ -41,7 +41,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/gcn", help="run folder for checkpoints & plots")
     p.add_argument("--model", default="gcn", help="architecture: " + ", ".join(_models()))
     p.add_argument("--image-size", type=cli.positive_int, default=512,
-                   help="images are centre-cropped/padded to this square size")
+                   help="the side of the square images the network trains on")
+    p.add_argument("--resize", default=None, choices=["none", "longer", "shorter"],
+                   help="how a photo meets --image-size: none, the article's centre "
+                        "crop or pad; longer, scaled whole into the square (padded); "
+                        "shorter, scaled to cover it (centre crop). Default: none "
+                        "(solo: longer, its only one)")
     p.add_argument("--batch-size", type=cli.positive_int, default=8)
     p.add_argument("--epochs", type=cli.positive_int, default=300,
                    help="total epochs of the run")
@@ -213,6 +218,10 @@ def main(argv=None) -> int:
     if chief:  # an --out this run may not write fails now, before anything is built
         check_out(args.out, args.resume, args.overwrite)
     recorded = check_resume(args, classes, task.default_classes) if args.resume else None
+    args.resize = args.resize or task.default_resize
+    if args.resize not in task.resizes:
+        raise ValueError(f"--resize {args.resize} does not apply to --model "
+                         f"{args.model}: it takes {', '.join(task.resizes)}")
     keras.utils.set_random_seed(args.seed)
     policy = precision.use(recorded or args.precision)
     # Everything that makes variables (model, optimizer, metrics) runs in the
@@ -231,6 +240,7 @@ def main(argv=None) -> int:
             momentum=args.momentum, learning_rate_patience=args.patience,
             learning_rate_decay=args.decay, eps=args.eps,
             score_threshold=args.score_threshold, augment=args.augment,
+            resize=args.resize,
             seed=args.seed, clipnorm=clipnorm or None,
             tensorboard=not args.no_tensorboard,
             jit_compile={"auto": "auto", "on": True, "off": False}[args.jit])

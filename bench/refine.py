@@ -70,14 +70,15 @@ def prepare_sample(sample_dir: str, out_dir: str, max_side: int, num_test: int,
 
 
 def load_test_split(data: str, size: int):
-    """Images, labels (N, size, size) of the test split, as test.py crops them."""
+    """Images, labels and padding (N, size, size) of the test split, as test.py crops
+    them."""
+    from datasets.check import usable_images
     from datasets.stream import make_dataset
     from learning import semantic
     test_dir = cli.split_dir(cli.data_root(data, semantic), "test", semantic)
-    paths, _ = semantic.good_paths(test_dir, skip_bad=True)
-    batches = list(make_dataset(paths, size, 8))
-    return (np.concatenate([b[0].numpy() for b in batches]),
-            np.concatenate([b[1].numpy() for b in batches]))
+    paths, _ = usable_images(test_dir, skip_bad=True)
+    batches = list(make_dataset(paths, size, 8, with_padding=True))
+    return tuple(np.concatenate([b[k].numpy() for b in batches]) for k in range(3))
 
 
 def score(labels, pred, band, num_classes) -> dict:
@@ -152,9 +153,9 @@ def main(argv=None) -> list[dict]:
     ckpt = checkpoint_path(args.run, args.checkpoint)
     net = load_checkpoint(ckpt)
     size = args.image_size or net.input_size
-    images, labels = load_test_split(args.data, size)
-    images, labels = images[:args.max_images], labels[:args.max_images]
-    band = boundary_band(labels, args.band, net.num_classes)
+    images, labels, padding = (a[:args.max_images] for a in load_test_split(args.data,
+                                                                             size))
+    band = boundary_band(labels, args.band, net.num_classes, padding)
     tta = {"scales": list(args.tta_scales or DEFAULT_SCALES), "flip": True}
     crf = dict(DEFAULT_SETTINGS)
     print(f"{ckpt} on {len(images)} test images of {args.data} at {size}x{size}; "

@@ -143,7 +143,7 @@ def repeat(paths: list[str], n: int) -> list[str]:
 def image_paths(tmp: str) -> tuple[list[str], str]:
     """Real-size photos of the Oxford sample, or a synthetic demo set if it is absent,
     and a line that says which."""
-    from learning.semantic import good_paths
+    from datasets.check import usable_images as good_paths
     if os.path.isdir(os.path.join(SAMPLE_DIR, "images")):
         good, bad = good_paths(SAMPLE_DIR, skip_bad=True)
         return good, f"Oxford sample, {len(good)} photos ({len(bad)} unusable skipped)"

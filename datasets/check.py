@@ -1,4 +1,5 @@
-"""Report the unusable files of a dataset folder, without training.
+"""Report the unusable files of a dataset folder, without training; and
+`usable_images`, the same check train.py and test.py run first.
 
     python -m datasets.check data/catdog/train
 
@@ -13,9 +14,32 @@ from __future__ import annotations
 import argparse
 import sys
 
+import logging
+
+from common.labels import Classes
 from datasets.classes import classes_file, read_classes
 from datasets.data import check_files
-from datasets.files import DataError, list_images, orphan_masks
+from datasets.files import DataError, list_images, orphan_masks, settle_bad_files
+
+
+def usable_images(data_dir: str, skip_bad: bool, with_label: bool = True,
+               classes: Classes | None = None) -> tuple[list[str], list[str]]:
+    """Every usable image of `data_dir`, after decoding each pair once, and the
+    problems (one `"FILE: what is wrong"` line each) of the files left out; masks
+    are read as `classes` (None: the folder's) encode them.
+
+    Bad files stop the run with the full list (`DatasetError`) unless `skip_bad`,
+    which logs them and goes on with the rest.
+    """
+    paths = list_images(data_dir)
+    good, problems = check_files(paths, with_label, progress=len(paths) > 200,
+                                         classes=classes or read_classes(data_dir))
+    for orphan in orphan_masks(data_dir) if with_label else []:
+        logging.warning("%s: mask has no image; ignored", orphan)
+    settle_bad_files(data_dir, problems, len(paths), skip_bad)
+    if not good:
+        raise FileNotFoundError(f"no usable image in {data_dir}")
+    return good, [str(p) for p in problems]
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -28,7 +28,7 @@ from datasets.files import (TRIMAP_BACKGROUND, TRIMAP_PET, DataError, image_name
                             list_images, load_id_mask, load_image, load_trimap, mask_path,
                             settle_bad_files)
 from datasets.files import DatasetError, orphan_masks  # noqa: F401 (the article's names)
-from datasets.geometry import as_size, crop_or_pad
+from datasets.geometry import as_size, crop_or_pad, fit
 
 
 class Example(NamedTuple):
@@ -63,8 +63,9 @@ def load_label(path: str, classes: Classes) -> np.ndarray:
 
 
 def load_example(path: str, image_size=None, with_label: bool = True,
-                 classes: Classes | None = None) -> Example:
-    """Loads one image (and its mask) and fits both to `image_size` (None: as is).
+                 classes: Classes | None = None, resize: str = "none") -> Example:
+    """Loads one image (and its mask) and fits both to `image_size` (None: as is) as
+    `resize` says (`datasets.geometry.fit`: "none" crops or pads, as the article).
     `classes`: how the masks encode classes (None: the folder's, `read_classes`)."""
     image = load_image(path)
     label = None
@@ -77,10 +78,7 @@ def load_example(path: str, image_size=None, with_label: bool = True,
     size = as_size(image_size)
     if size is None:
         return Example(image, label, np.zeros(image.shape[:2], dtype=bool))
-    image, padding = crop_or_pad(image, size, 0)
-    if label is not None:
-        label, _ = crop_or_pad(label, size, IGNORE_LABEL)
-    return Example(image, label, padding)
+    return Example(*fit(image, label, size[0], resize))
 
 
 def check_files(paths: Iterable[str], with_label: bool = True, progress: bool = False,
@@ -147,12 +145,14 @@ def was_checked(path: str, classes: Classes | None = None) -> bool:
 
 def read_data(data_dir: str, image_size, no_label: bool = False, skip_bad: bool = False,
               return_meta: bool = False, progress: bool = True,
-              classes: Classes | None = None):
+              classes: Classes | None = None, resize: str = "none"):
     """Loads a whole dataset folder into memory, as the article's `read_data` did.
 
     Args:
         data_dir: folder with `images/` (and `masks/` unless `no_label`).
-        image_size: `(H, W)` or an int; each pair is centre-cropped or padded to it.
+        image_size: `(H, W)` or an int; each pair is centre-cropped or padded to it
+            (the article's way), or first scaled as `resize` says ("longer",
+            "shorter": `datasets.geometry.fit`).
         no_label: read images only; `labels` is then None.
         skip_bad: log and leave out unusable files instead of raising `DatasetError`.
         return_meta: also return a dict with `names` and `paths` (the order used) and
@@ -181,7 +181,7 @@ def read_data(data_dir: str, image_size, no_label: bool = False, skip_bad: bool 
             if path in shared:
                 raise DataError(path, f"has the same name as {shared[path]}, so both "
                                       f"would pair with one mask; rename one")
-            ex = load_example(path, size, not no_label, classes)
+            ex = load_example(path, size, not no_label, classes, resize)
         except DataError as e:
             problems.append(e)
             continue

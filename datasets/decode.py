@@ -74,18 +74,49 @@ def _crop_or_pad(x, size, fill):
     return padded, padding
 
 
-def graph_loader(size, with_label: bool = True, classes: Classes | None = None):
+def _scaled(image, label, side: int, resize: str):
+    """`datasets.geometry.scaled_shape`, `resize_image` and `resize_label` in the
+    graph, in the same integers (area averaging when shrinking, bilinear when
+    growing: within one level of OpenCV's; labels exactly)."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    ref = tf.maximum(h, w) if resize == "longer" else tf.minimum(h, w)
+    new_h = tf.maximum(1, (2 * h * side + ref) // (2 * ref))
+    new_w = tf.maximum(1, (2 * w * side + ref) // (2 * ref))
+    image = tf.cond(new_h * new_w < h * w,
+                    lambda: tf.image.resize(image, (new_h, new_w), method="area"),
+                    lambda: tf.image.resize(image, (new_h, new_w), method="bilinear"))
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    rows = tf.minimum((2 * tf.range(new_h) + 1) * h // (2 * new_h), h - 1)
+    cols = tf.minimum((2 * tf.range(new_w) + 1) * w // (2 * new_w), w - 1)
+    label = tf.gather(tf.gather(label, rows), cols, axis=1)
+    return image, label
+
+
+def _fit(image, label, size, resize: str):
+    """`datasets.geometry.fit` in the graph: (image, label, padding) at `size`."""
+    if resize == "none":
+        image, padding = _crop_or_pad(image, size, 0)
+        return image, _crop_or_pad(label, size, IGNORE_LABEL)[0], padding
+    image, label = _scaled(image, label, size[0], resize)
+    if resize == "shorter":
+        image, padding = _crop_or_pad(image, size, 0)
+        return image, _crop_or_pad(label, size, IGNORE_LABEL)[0], padding
+    h, w = tf.shape(label)[0], tf.shape(label)[1]
+    paddings = [[0, size[0] - h], [0, size[1] - w]]
+    return (tf.pad(image, paddings + [[0, 0]]),
+            tf.pad(label, paddings, constant_values=IGNORE_LABEL),
+            tf.pad(tf.zeros((h, w), tf.bool), paddings, constant_values=True))
+
+
+def graph_loader(size, with_label: bool = True, classes: Classes | None = None,
+                 resize: str = "none"):
     """A tf function (path, mask path, is cat, is JPEG, flip) -> (image, label,
     padding), like the Pillow loader of `datasets.stream`, for the files
-    `decodable_in_graph` takes; `size` None keeps each image whole. `classes`: how
-    the masks encode classes (None: the pets' trimaps)."""
+    `decodable_in_graph` takes; `size` None keeps each image whole, else it is
+    fitted as `resize` says (`datasets.geometry.fit`). `classes`: how the masks
+    encode classes (None: the pets' trimaps)."""
     classes = classes or PETS
     shape = size or (None, None)
-
-    def fit(x, fill):
-        if size is None:
-            return x, tf.zeros(tf.shape(x)[:2], tf.bool)
-        return _crop_or_pad(x, size, fill)
 
     def load(path, mask, cat, jpeg, flip):
         data = tf.io.read_file(path)
@@ -94,13 +125,16 @@ def graph_loader(size, with_label: bool = True, classes: Classes | None = None):
         image = tf.cond(jpeg, lambda: tf.io.decode_jpeg(data, channels=3,
                                                         dct_method="INTEGER_ACCURATE"),
                         lambda: tf.io.decode_png(data, channels=3))
-        image, padding = fit(image, 0)
         if with_label:
             values = tf.io.decode_png(tf.io.read_file(mask), channels=1)[..., 0]
             label = tf.gather(_label_table(cat, classes), tf.cast(values, tf.int32))
-            label, _ = fit(tf.cast(label, tf.uint8), IGNORE_LABEL)
+            label = tf.cast(label, tf.uint8)
         else:
-            label = tf.zeros(tf.shape(padding), tf.uint8)
+            label = tf.zeros(tf.shape(image)[:2], tf.uint8)
+        if size is None:
+            padding = tf.zeros(tf.shape(label), tf.bool)
+        else:
+            image, label, padding = _fit(image, label, size, resize)
         image, label, padding = tf.cond(
             flip, lambda: (image[:, ::-1], label[:, ::-1], padding[:, ::-1]),
             lambda: (image, label, padding))

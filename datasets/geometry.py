@@ -1,15 +1,19 @@
-"""Fitting images and masks to the network's input size, and back.
+"""Fitting images and masks to the network's input size, and predictions back.
 
 `crop_or_pad` is the article's rule (centre crop each side that is too long, centre
-pad each that is too short); `fit_to_size` scales the whole image into the square
-first (SOLO's, so no object is cut), and `restore_masks` maps a prediction on it back
-to the image's own size. Masks are never interpolated: nearest-neighbour only.
+pad each that is too short); `fit` also scales the whole image first (`--resize
+longer` or `shorter`), as every segmentation library's references do, so a small
+input size sees the whole photo rather than its middle; `fit_whole` and `restore` do
+the same for prediction at an image's own size (test.py, draw.py, SOLO). Masks are
+never interpolated: nearest neighbour only.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from common.labels import IGNORE_LABEL
 
 
 def as_size(image_size) -> tuple[int, int] | None:
@@ -50,37 +54,122 @@ def crop_or_pad(arr: np.ndarray, size: tuple[int, int], fill) -> tuple[np.ndarra
     return out, padding
 
 
-def fit_to_size(image: np.ndarray, masks: np.ndarray, size) -> tuple[np.ndarray, np.ndarray]:
-    """Scales an image (and its (K, H, W) masks, nearest-neighbour) so it fits in
-    `size` with its longer side touching it, then pads bottom and right with 0.
+# --------------------------------------------------------------------------- resize
+# How an image meets the network's square input of side S (`--resize`):
+#
+#     none     the article's: centre crop each side longer than S, centre pad shorter
+#     longer   scale so the longer side is S, pad bottom and right: the whole photo
+#     shorter  scale so the shorter side is S, centre crop the longer side
+#
+# Images are resized by area averaging when they shrink, bilinearly when they grow;
+# labels and masks by nearest neighbour with half-pixel centres. Every size and index
+# is computed in integers, so `datasets.decode` (in the TensorFlow graph) gives the
+# same label pixels exactly and the same image pixels within one level.
 
-    Padding at the bottom-right keeps the origin, so a prediction maps back with a
-    crop and a resize (`restore_masks`); nothing is cropped away, so no instance is cut.
+RESIZES = ("none", "longer", "shorter")
+
+
+def check_resize(resize: str) -> str:
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {', '.join(RESIZES)}. "
+                         f"Received: {resize!r}")
+    return resize
+
+
+def scaled_shape(height: int, width: int, size: int, resize: str) -> tuple[int, int]:
+    """The (h, w) an image of `height` x `width` is scaled to: its longer (or shorter)
+    side becomes `size`, the other in proportion, rounded half up; unchanged for
+    "none"."""
+    if check_resize(resize) == "none":
+        return height, width
+    side = max(height, width) if resize == "longer" else min(height, width)
+    return (max(1, (2 * height * size + side) // (2 * side)),
+            max(1, (2 * width * size + side) // (2 * side)))
+
+
+def nearest_source(old: int, new: int) -> np.ndarray:
+    """For each of `new` output pixels, the input pixel nearest its centre."""
+    return np.minimum((2 * np.arange(new) + 1) * old // (2 * new), old - 1)
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An (h, w, 3) image at `height` x `width`: area averaging down, bilinear up."""
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = height * width < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A label map (..., h, w) at `height` x `width`, nearest neighbour: no new values."""
+    h, w = label.shape[-2:]
+    if (h, w) == (height, width):
+        return label
+    rows, cols = nearest_source(h, height), nearest_source(w, width)
+    return label[..., rows[:, None], cols[None, :]]
+
+
+def fit(image: np.ndarray, label, size: int, resize: str = "none",
+        label_fill=IGNORE_LABEL):
+    """An example at the network's square input `size` (see the table above).
+
+    Returns `(image, label, padding)`: `label` ((h, w) labels or (K, h, w) masks;
+    None stays None) padded with `label_fill`, and `padding`, an (S, S) bool mask,
+    True where the pixel is padding.
     """
-    out_h, out_w = as_size(size)
-    h, w = image.shape[:2]
-    scale = min(out_h / h, out_w / w)
-    new_h, new_w = max(1, min(out_h, round(h * scale))), max(1, min(out_w, round(w * scale)))
-    if (new_h, new_w) != (h, w):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA
-                           if scale < 1 else cv2.INTER_LINEAR)
-        masks = np.stack([cv2.resize(m.astype(np.uint8), (new_w, new_h),
-                                     interpolation=cv2.INTER_NEAREST) for m in masks]
-                         ) if len(masks) else np.zeros((0, new_h, new_w), np.uint8)
-    image_out = np.zeros((out_h, out_w, 3), np.uint8)
-    image_out[:new_h, :new_w] = image
-    masks_out = np.zeros((len(masks), out_h, out_w), bool)
-    masks_out[:, :new_h, :new_w] = masks
-    return image_out, masks_out
+    out = as_size(size)
+    if check_resize(resize) == "none":
+        image, padding = crop_or_pad(image, out, 0)
+        if label is not None:
+            label, _ = crop_or_pad(label, out, IGNORE_LABEL)
+        return image, label, padding
+    h, w = scaled_shape(image.shape[0], image.shape[1], out[0], resize)
+    image = resize_image(image, h, w)
+    label = None if label is None else resize_label(label, h, w)
+    if resize == "shorter":  # one side is S, the other at least S: a centre crop
+        image, padding = crop_or_pad(image, out, 0)
+        label = None if label is None else crop_or_pad(label, out, IGNORE_LABEL)[0]
+        return image, label, padding
+    padding = np.ones(out, bool)
+    padding[:h, :w] = False
+    image = np.pad(image, ((0, out[0] - h), (0, out[1] - w), (0, 0)))
+    if label is not None:
+        label = np.pad(label, [(0, 0)] * (label.ndim - 2) + [(0, out[0] - h),
+                                                             (0, out[1] - w)],
+                       constant_values=label_fill)
+    return image, label, padding
 
 
-def restore_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Undoes `fit_to_size` for (N, S, S) masks: (N, height, width) bool."""
-    out_h, out_w = masks.shape[1:]
-    scale = min(out_h / height, out_w / width)
-    new_h = max(1, min(out_h, round(height * scale)))
-    new_w = max(1, min(out_w, round(width * scale)))
-    crop = np.asarray(masks)[:, :new_h, :new_w].astype(np.uint8)
-    return np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_NEAREST)
-                     for m in crop]).astype(bool) if len(crop) else \
-        np.zeros((0, height, width), bool)
+def fit_whole(image: np.ndarray, size: int, resize: str, stride: int,
+              square: bool = False,
+              pad_mode: str = "constant") -> tuple[np.ndarray, tuple[int, int]]:
+    """The whole image, scaled as `resize` says (its longer or shorter side `size`;
+    `none`: as it is), padded at the bottom and right to a multiple of `stride` (to
+    `size` x `size` with `square`, as the network trained on `longer`); and the
+    scaled (h, w) inside it, which `restore` maps back. For prediction at an image's
+    own size."""
+    h, w = scaled_shape(image.shape[0], image.shape[1], size, resize)
+    image = resize_image(image, h, w)
+    out_h, out_w = ((size, size) if square
+                    else (-(-h // stride) * stride, -(-w // stride) * stride))
+    padding = ((0, out_h - h), (0, out_w - w), (0, 0))
+    image = (np.pad(image, padding, mode=pad_mode) if pad_mode == "constant"
+             else np.pad(image, padding, mode=pad_mode if min(h, w) > 1 else "edge"))
+    return image, (h, w)
+
+
+def restore(prediction: np.ndarray, scaled: tuple[int, int], height: int,
+            width: int) -> np.ndarray:
+    """Maps a prediction on `fit_whole`'s image back to the image's own size: the
+    scaled region cut out, then resized to `height` x `width` (probabilities (h, w,
+    C) float bilinearly; labels or masks (..., h, w) of an integer or bool type by
+    nearest neighbour)."""
+    h, w = scaled
+    if np.issubdtype(prediction.dtype, np.floating):
+        region = np.ascontiguousarray(prediction[:h, :w])
+        if (h, w) == (height, width):
+            return region
+        out = cv2.resize(region, (width, height), interpolation=cv2.INTER_LINEAR)
+        return out.reshape(height, width, -1)
+    return resize_label(prediction[..., :h, :w], height, width)

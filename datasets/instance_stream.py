@@ -2,7 +2,7 @@
 "classes"})` from the records of an instance folder (`datasets.instances`).
 
 Each image is scaled so its longer side is S and zero-padded at the bottom-right
-(`datasets.geometry.fit_to_size`: no object is cut), its masks with it
+(`datasets.geometry.fit`, `resize="longer"`: no object is cut), its masks with it
 (nearest-neighbour). Epoch e visits the images in the order and with the flips of
 `datasets.augment.epoch_order(n, seed, e)`, the semantic stream's rule, so a resumed
 run sees the batches an uninterrupted one would.
@@ -18,7 +18,7 @@ import numpy as np
 
 from datasets.augment import epoch_order
 from datasets.files import DataError
-from datasets.geometry import as_size, fit_to_size
+from datasets.geometry import as_size, fit
 from datasets.instances import load_record
 from datasets.replicas import ReplicaSplit
 
@@ -93,7 +93,7 @@ def example_loader(records: list[dict], size: tuple[int, int], max_instances: in
             image, masks, classes = load_record(records[int(i)])
         except DataError as e:
             raise ValueError(str(e)) from None  # a tf OpError naming the file
-        image, masks = fit_to_size(image, masks, size)
+        image, masks, _ = fit(image, masks, size[0], "longer", label_fill=0)
         present = masks.reshape(len(masks), -1).any(axis=1)  # tiny ones may vanish
         masks, classes = masks[present], classes[present]
         if flip:

@@ -43,12 +43,12 @@ def split_paths(paths: list[str], val_fraction: float, seed: int = 0):
     return train, val
 
 
-def _loader(size, with_label: bool, classes: Classes):
+def _loader(size, with_label: bool, classes: Classes, resize: str = "none"):
     """A numpy function (path bytes, flip) -> (image, label, padding) for tf.numpy_function."""
     def load(path, flip):
         path = os.fsdecode(path)
         try:
-            ex = load_example(path, size, with_label, classes)
+            ex = load_example(path, size, with_label, classes, resize)
         except DataError as e:
             # Becomes a tf.errors.OpError whose message starts with the file name.
             raise ValueError(str(e)) from None
@@ -65,13 +65,14 @@ def _loader(size, with_label: bool, classes: Classes):
 def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool = True,
                  shuffle: bool = False, seed: int = 0, augment: bool = False,
                  with_padding: bool = False, cache: str | None = None,
-                 drop_remainder: bool = False,
-                 classes: Classes | None = None) -> tf.data.Dataset:
+                 drop_remainder: bool = False, classes: Classes | None = None,
+                 resize: str = "none") -> tf.data.Dataset:
     """A batched, prefetched stream over image files (see `datasets.files.list_images`).
 
     Args:
         paths: image paths; masks are found as `../masks/NAME.png`.
-        image_size: `(H, W)` or int; centre crop/pad as `read_data` does.
+        image_size: `(H, W)` or int: each image fitted to it as `resize` says
+            (`datasets.geometry.fit`; "none": the article's centre crop/pad).
         batch_size: examples per batch.
         labels: also load masks (else the label element is all zeros).
         shuffle: permute the files with `seed` (the whole list, no buffer, so each
@@ -84,6 +85,7 @@ def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool 
         drop_remainder: drop a last, smaller batch.
         classes: how the masks encode classes (None: the `classes.json` of the
             files' folder, else the pets' trimaps).
+        resize: "none", "longer" or "shorter" (see `image_size`).
 
     Returns:
         A `tf.data.Dataset` of `(images uint8 (n, H, W, 3), labels uint8 (n, H, W))`
@@ -99,7 +101,7 @@ def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool 
     if shuffle and cache is None:
         order = rng.permutation(len(paths))
     flips = rng.random(len(paths)) < 0.5 if augment else np.zeros(len(paths), bool)
-    load = file_loader(paths, size, labels, classes)
+    load = file_loader(paths, size, labels, classes, resize)
 
     if cache is None:
         ds = tf.data.Dataset.from_tensor_slices((order, flips))
@@ -123,7 +125,7 @@ def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool 
 def make_training_stream(source, image_size, batch_size: int, *, seed: int,
                          first_epoch: int, num_epochs: int, skip_batches: int = 0,
                          augment="flip", num_replicas: int = 1, pipeline: int = 0,
-                         num_pipelines: int = 1) -> tf.data.Dataset:
+                         num_pipelines: int = 1, resize: str = "none") -> tf.data.Dataset:
     """Every remaining training batch of a run, epoch after epoch, for one `fit`.
 
     Epoch e's batches follow `epoch_order(n, seed, e, augment)`; each epoch ends with
@@ -134,7 +136,7 @@ def make_training_stream(source, image_size, batch_size: int, *, seed: int,
     Args:
         source: image paths (decoded as `make_dataset` does) or an in-memory
             `datasets.data.DataSet`.
-        image_size: the crop/pad size of streamed files (ignored for a DataSet).
+        image_size: the size streamed files are fitted to (ignored for a DataSet).
         batch_size, seed: as in `make_dataset`.
         first_epoch, num_epochs: the epochs to stream, `range(first_epoch, num_epochs)`.
         skip_batches: batches of `first_epoch` already trained.
@@ -143,6 +145,8 @@ def make_training_stream(source, image_size, batch_size: int, *, seed: int,
             `image_size` at a random place (`rescale_and_crop`), then flipped; a
             DataSet's stored examples are rescaled the same way). True is "flip",
             False "none".
+        resize: how a file meets `image_size` (`datasets.geometry.fit`); under
+            "scale" the random factor multiplies the one `resize` gives.
         num_replicas, pipeline, num_pipelines: under `tf.distribute`, the batches
             of input pipeline `pipeline` of `num_pipelines`: per-replica shares of
             each global batch of `batch_size` (`datasets.replicas.ReplicaSplit`).
@@ -156,7 +160,7 @@ def make_training_stream(source, image_size, batch_size: int, *, seed: int,
     plans = [epoch_order(n, seed, e, mode) for e in range(first_epoch, num_epochs)]
     orders, flips, scales, where = (tf.constant(np.stack(column)) for column in zip(*plans))
     orders = tf.cast(orders, tf.int32)
-    load = _index_loader(source, image_size, rescale=mode == "scale")
+    load = _index_loader(source, image_size, rescale=mode == "scale", resize=resize)
 
     split = ReplicaSplit(n, batch_size, num_replicas)
 
@@ -169,18 +173,18 @@ def make_training_stream(source, image_size, batch_size: int, *, seed: int,
 
 
 def replica_validation_batches(source, image_size, batch_size: int,
-                               num_replicas: int) -> tf.data.Dataset:
+                               num_replicas: int, resize: str = "none") -> tf.data.Dataset:
     """Validation batches of `source` (paths or a `DataSet`) that split evenly over
     `num_replicas` (padded with ignored pixels: `datasets.replicas.eval_batches`)."""
     from datasets.data import DataSet
-    load = _index_loader(source, image_size, rescale=False)
+    load = _index_loader(source, image_size, rescale=False, resize=resize)
     n = source.num_examples if isinstance(source, DataSet) else len(source)
     return eval_batches(lambda i: load(i, tf.constant(False), tf.constant(1.0),
                                        tf.constant([0.5, 0.5])), n, batch_size,
                         num_replicas)
 
 
-def _index_loader(source, image_size, rescale: bool):
+def _index_loader(source, image_size, rescale: bool, resize: str = "none"):
     """A tf function (index, flip, scale, where) -> (image, label) over `source`'s
     examples; without `rescale`, scale and where are not used."""
     from datasets.data import DataSet
@@ -193,7 +197,8 @@ def _index_loader(source, image_size, rescale: bool):
     else:
         size = as_size(image_size)
         # "scale" rescales the whole decoded image, so it is not cropped here.
-        from_file = file_loader(source, None if rescale else size, True)
+        from_file = file_loader(source, None if rescale else size, True,
+                                resize=resize)
 
         def fetch(i):
             return from_file(i, tf.constant(False))[:2]
@@ -201,6 +206,10 @@ def _index_loader(source, image_size, rescale: bool):
     def load(i, flip, scale, where):
         image, label = fetch(i)
         if rescale:
+            if resize != "none":  # the factor that fits the photo, then the random one
+                h, w = tf.shape(label)[0], tf.shape(label)[1]
+                ref = tf.maximum(h, w) if resize == "longer" else tf.minimum(h, w)
+                scale = scale * size[0] / tf.cast(ref, tf.float32)
             image, label, _ = rescale_and_crop(image, label, scale, where, size)
         return tf.cond(flip, lambda: (tf.reverse(image, [1]), tf.reverse(label, [1])),
                        lambda: (image, label))
@@ -208,10 +217,10 @@ def _index_loader(source, image_size, rescale: bool):
 
 
 def file_loader(paths, size: tuple[int, int] | None, with_label: bool = True,
-                classes: Classes | None = None):
-    """A tf function (index into `paths`, flip) -> (image, label, padding), cropped
-    or padded to `size` (None: each image whole, at its own size); `classes` None:
-    the class set of the files' folder (`datasets.classes`).
+                classes: Classes | None = None, resize: str = "none"):
+    """A tf function (index into `paths`, flip) -> (image, label, padding), fitted
+    to `size` as `resize` says (None: each image whole, at its own size); `classes`
+    None: the class set of the files' folder (`datasets.classes`).
 
     Files that `tf.io` decodes like Pillow are decoded in the graph
     (`datasets.decode`); the others go through `datasets.data.load_example` in a
@@ -220,8 +229,8 @@ def file_loader(paths, size: tuple[int, int] | None, with_label: bool = True,
     h, w = size or (None, None)
     classes = classes or classes_of_paths(paths)
     table = {k: tf.constant(v) for k, v in file_table(paths, with_label, classes).items()}
-    in_graph = graph_loader(size, with_label, classes)
-    numpy_load = _loader(size, with_label, classes)
+    in_graph = graph_loader(size, with_label, classes, resize)
+    numpy_load = _loader(size, with_label, classes, resize)
 
     def in_python(path, flip):
         image, label, padding = tf.numpy_function(numpy_load, [path, flip],

@@ -188,6 +188,14 @@ def run_classes(checkpoint: str, num_classes: int, default):
     return Classes.generic(num_classes)
 
 
+def run_flag(checkpoint: str, flag: str, default):
+    """A flag of the run that wrote `checkpoint`, from its config.json (`default` for
+    a run that recorded none)."""
+    from learning.runs import read_run_config
+    args = read_run_config(os.path.dirname(os.path.abspath(checkpoint))).get("args", {})
+    return args.get(flag) or default
+
+
 def split_dir(root: str, split: str, task) -> str:
     """`ROOT/split` when it exists, else ROOT itself if it is a split folder; the
     error names what the task's folders hold (`task.layout`)."""

@@ -107,6 +107,14 @@ class ConfusionMatrix:
         iou = self.per_class_iou
         return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
+    @property
+    def foreground_iou(self) -> float:
+        """IoU of "any object" against the background (class 0): every other class
+        merged, as binary pet-vs-background figures are reported."""
+        m = self.matrix
+        tp = m[1:, 1:].sum()
+        return float(self._divide(tp, tp + m[0, 1:].sum() + m[1:, 0].sum()))
+
     def summary(self, class_names=None) -> dict:
         """The scores as plain Python values, for JSON."""
         names = class_names or [str(i) for i in range(self.num_classes)]
@@ -115,6 +123,7 @@ class ConfusionMatrix:
             return {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, values)}
 
         return {"pixel_accuracy": self.pixel_accuracy, "mean_iou": self.mean_iou,
+                "foreground_iou": self.foreground_iou,
                 "per_class_iou": per_class(self.per_class_iou),
                 "per_class_accuracy": per_class(self.per_class_accuracy),
                 "confusion_matrix": self.matrix.tolist()}
@@ -218,19 +227,24 @@ class IoUEvaluator(_ConfusionScoreEvaluator):
 EVALUATORS = {"accuracy": AccuracyEvaluator, "iou": IoUEvaluator}
 
 
-def boundary_band(y_true: np.ndarray, width: int, num_classes: int = NUM_CLASSES):
-    """The pixels of `y_true` within `width` pixels of a pixel of another class.
+def boundary_band(y_true: np.ndarray, width: int, num_classes: int = NUM_CLASSES,
+                  padding=None):
+    """The labelled pixels of `y_true` within `width` pixels of an outline: a pixel of
+    another class, or of the unknown border that trimaps draw between object and
+    background (an ignored pixel that is not `padding`).
 
     Scores restricted to this band measure the object outlines, which a mean IoU over
     whole masks hardly sees (DeepLab, https://arxiv.org/abs/1412.7062, Fig. 5: "mean
     IoU in a narrow band (trimap) around object boundaries"). Distance is Euclidean
-    (a disc of radius `width`); ignored pixels (`IGNORE_LABEL`: trimap-unknown borders
-    and padding) are never in the band, nor do they make a boundary, so the image's
-    edge against its padding is not one.
+    (a disc of radius `width`). Oxford's trimaps put an unknown ring of up to tens of
+    pixels between pet and background, so the classes themselves rarely come within
+    a few pixels of each other: the ring is the outline. Padding (`padding`, True on
+    it) is ignored but is no outline: the image's edge against it is not a boundary.
 
     Args:
         y_true: labels (H, W) or (N, H, W).
         width: band half-width in pixels, >= 1.
+        padding: bool, shaped like `y_true`, or None (no padding).
 
     Returns:
         bool mask shaped like `y_true`; `ConfusionMatrix().update(np.where(band,
@@ -241,7 +255,9 @@ def boundary_band(y_true: np.ndarray, width: int, num_classes: int = NUM_CLASSES
         raise ValueError(f"width must be an integer >= 1. Received: {width}")
     y_true = np.asarray(y_true)
     if y_true.ndim == 3:
-        return np.stack([boundary_band(t, width, num_classes) for t in y_true])
+        pads = [None] * len(y_true) if padding is None else padding
+        return np.stack([boundary_band(t, width, num_classes, p)
+                         for t, p in zip(y_true, pads)])
     if y_true.ndim != 2:
         raise ValueError(f"y_true must be (H, W) or (N, H, W). Received: {y_true.shape}")
     dy, dx = np.mgrid[-width:width + 1, -width:width + 1]
@@ -249,4 +265,7 @@ def boundary_band(y_true: np.ndarray, width: int, num_classes: int = NUM_CLASSES
     near = np.zeros(y_true.shape, np.int32)  # how many classes lie within `width`
     for c in range(num_classes):
         near += cv2.dilate((y_true == c).astype(np.uint8), disc) > 0
-    return (near >= 2) & (y_true < num_classes)
+    counted = y_true < num_classes
+    unknown = ~counted if padding is None else ~counted & ~np.asarray(padding, bool)
+    near_unknown = cv2.dilate(unknown.astype(np.uint8), disc) > 0
+    return ((near >= 2) | near_unknown) & counted

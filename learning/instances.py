@@ -23,7 +23,7 @@ import numpy as np
 
 from common.files import write_json
 from common.labels import PET_INSTANCES, Classes
-from datasets.geometry import fit_to_size, restore_masks
+from datasets.geometry import fit_whole, restore
 from datasets.instance_stream import training_stream as instance_stream
 from datasets.instances import (InstanceExample, annotations_path, load_record,
                                 read_annotations, read_categories, read_instances)
@@ -34,6 +34,8 @@ from learning.semantic import TrainingData
 
 layout = ("images/", "annotations.json")  # what a split folder holds
 history_columns = ("category_loss", "mask_loss", "val_mask_ap", "val_mask_ap75")
+resizes = ("longer",)  # what --resize may be
+default_resize = "longer"  # SOLO sees each image whole (no object cut)
 clipnorm = 5.0  # SOLO's focal loss can spike early on; --clipnorm 0 turns it off
 DRAW_SCORE_THRESHOLD = 0.3  # drawn instances score at least this (mask AP takes all)
 default_classes = PET_INSTANCES  # what a run that recorded no classes finds (2 outputs)
@@ -143,7 +145,7 @@ def metrics(model):
 
 def training_stream(train_set, model, batch_size: int, *, seed: int, first_epoch: int,
                     num_epochs: int, skip_batches: int, augment: str, num_replicas: int,
-                    context=None):
+                    resize: str = "longer", context=None):
     return instance_stream(
         train_set, model.input_size, batch_size, seed=seed, first_epoch=first_epoch,
         num_epochs=num_epochs, skip_batches=skip_batches, augment=augment,
@@ -151,7 +153,8 @@ def training_stream(train_set, model, batch_size: int, *, seed: int, first_epoch
         num_pipelines=context.num_input_pipelines if context else 1)
 
 
-def validation_data(val_set, model, batch_size: int, num_replicas: int):
+def validation_data(val_set, model, batch_size: int, num_replicas: int,
+                    resize: str = "longer"):
     """None: `MaskAPScore` validates, after each epoch."""
     return None
 
@@ -185,10 +188,12 @@ def predict_coco_results(model, examples, image_size: int, batch_size: int = 8,
     results = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        images = np.stack([fit_to_size(e.image, e.masks[:0], image_size)[0]
-                           for e in chunk])
-        for example, found in zip(chunk, model.predict_instances(images)):
-            masks = restore_masks(found["masks"], *example.image.shape[:2])
+        fitted = [fit_whole(e.image, image_size, "longer", model.output_stride,
+                            square=True) for e in chunk]
+        images = np.stack([image for image, _ in fitted])
+        for example, (_, scaled), found in zip(chunk, fitted,
+                                               model.predict_instances(images)):
+            masks = restore(found["masks"], scaled, *example.image.shape[:2])
             results += results_from_masks(example.image_id, masks, found["classes"],
                                           found["scores"], category_ids)
     return results
@@ -249,12 +254,12 @@ def renderer(model, args, classes: Classes = PET_INSTANCES):
     note_semantic_flags(args)
 
     def render(image):
-        fitted = fit_to_size(image, np.zeros((0,) + image.shape[:2], bool),
-                             model.input_size)[0]
+        fitted, scaled = fit_whole(image, model.input_size, "longer",
+                                   model.output_stride, square=True)
         found = model.predict_instances(fitted[None])[0]
         kept = found["scores"] >= DRAW_SCORE_THRESHOLD
         found = {k: v[kept] for k, v in found.items()}
-        masks = restore_masks(found["masks"], *image.shape[:2])
+        masks = restore(found["masks"], scaled, *image.shape[:2])
         return draw_instances(image, masks, found["classes"], found["scores"], args.alpha,
                               names=classes.names)
     return render

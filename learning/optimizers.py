@@ -22,6 +22,7 @@ import keras
 
 from common.files import remove_stale_temporaries, write_json
 from datasets.augment import augment_mode
+from datasets.geometry import check_resize
 from datasets.replicas import ReplicaSplit
 from learning import callbacks as cbs
 from learning import console, distribute, tasks
@@ -56,7 +57,9 @@ class Optimizer(ABC):
         val_set: like `train_set`, or None (then the epoch's train score is used); for
             an instance model a `learning.instances.InstanceValidation`.
         **kwargs: batch_size (8), num_epochs (300), learning_rate (1e-3), augment
-            ("flip"; "none", "scale": `datasets.stream.make_training_stream`), seed (0),
+            ("flip"; "none", "scale": `datasets.stream.make_training_stream`), resize
+            (how images meet the input size, `datasets.geometry.fit`: the task's
+            default, "none" for a semantic model, the article's), seed (0),
             score_threshold (1e-4), clipnorm (None: no gradient clipping), loss (None:
             the one the model names; or any Keras loss), jit_compile ("auto"),
             tensorboard (True: RUN/tensorboard), callbacks (extra Keras callbacks for
@@ -73,6 +76,7 @@ class Optimizer(ABC):
         self.num_epochs = kwargs.pop("num_epochs", 300)
         self.init_learning_rate = kwargs.pop("learning_rate", 1e-3)
         self.augment = augment_mode(kwargs.pop("augment", "flip"))
+        self.resize = check_resize(kwargs.pop("resize", self.task.default_resize))
         self.seed = kwargs.pop("seed", 0)
         self.score_threshold = kwargs.pop("score_threshold", 1e-4)
         self.clipnorm = kwargs.pop("clipnorm", None)
@@ -246,11 +250,11 @@ class Optimizer(ABC):
                 self.train_set, self.model, self.batch_size, seed=self.seed,
                 first_epoch=epoch, num_epochs=self.num_epochs, skip_batches=skip,
                 augment=self.augment, num_replicas=strategy.num_replicas_in_sync,
-                context=context)
+                resize=self.resize, context=context)
         train = (train_stream() if strategy.num_replicas_in_sync == 1
                  else strategy.distribute_datasets_from_function(train_stream))
         val = self.task.validation_data(self.val_set, self.model, self.batch_size,
-                                        strategy.num_replicas_in_sync)
+                                        strategy.num_replicas_in_sync, self.resize)
         try:
             self.model.fit(train, validation_data=val, initial_epoch=epoch,
                            epochs=self.num_epochs, steps_per_epoch=self.steps_per_epoch,

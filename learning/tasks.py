@@ -11,7 +11,7 @@ Each task module offers the same functions: `demo_root(name)`, `evaluator(args)`
 `loss(model)`, `metrics(model)`, `training_stream(...)`, `validation_data(...)`,
 `scorers(model, val_set, batch_size)` (callbacks that put the validation score into
 fit's logs), `layout` (what a split folder holds), `history_columns`, `clipnorm`
-(the default of --clipnorm), `default_classes` (what a run that recorded no classes
+(the default of --clipnorm), `resizes`, `default_resize` (of --resize), `default_classes` (what a run that recorded no classes
 predicts), `test(model, test_dir, size, args, run_dir, draws, classes)` and
 `renderer(model, args, classes)`.
 """

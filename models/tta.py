@@ -102,20 +102,15 @@ def tta_probabilities(net, images, scales=DEFAULT_SCALES, flip: bool = True):
     return np.asarray(total / count, dtype=np.float32)
 
 
-def label_predictor(net, tta: dict | None = None, crf: dict | None = None):
-    """A function uint8 images (N, H, W, 3) -> labels (N, H, W) uint8.
+def probability_predictor(net, tta: dict | None = None, crf: dict | None = None):
+    """A function uint8 images (N, H, W, 3) -> class probabilities (N, H, W, C).
 
     Args:
         net: a `SegNet`.
         tta: None (one plain pass) or `tta_probabilities`' options, e.g.
             `{"scales": [0.75, 1.0, 1.25], "flip": True}`.
         crf: None, or `models.crf.dense_crf` settings applied to the probabilities.
-
-    With neither, this is `net.predict_labels` (the arg-max runs in the graph).
     """
-    if tta is None and crf is None:
-        return net.predict_labels
-
     def predict(images):
         if tta is None:
             probs = net.probabilities(images)
@@ -124,5 +119,15 @@ def label_predictor(net, tta: dict | None = None, crf: dict | None = None):
         if crf is not None:
             from models.crf import dense_crf
             probs = dense_crf(np.asarray(images), probs, **crf)
-        return probs.argmax(-1).astype(np.uint8)
+        return probs
     return predict
+
+
+def label_predictor(net, tta: dict | None = None, crf: dict | None = None):
+    """A function uint8 images (N, H, W, 3) -> labels (N, H, W) uint8: the arg-max of
+    `probability_predictor`; with neither `tta` nor `crf`, `net.predict_labels`,
+    whose arg-max runs in the graph."""
+    if tta is None and crf is None:
+        return net.predict_labels
+    probabilities = probability_predictor(net, tta, crf)
+    return lambda images: probabilities(images).argmax(-1).astype(np.uint8)

@@ -215,7 +215,7 @@ def test_a_run_without_recorded_classes_falls_back(tmp_path):
 
 
 def test_test_data_of_other_classes_is_refused():
-    from learning.semantic import check_test_classes
+    from learning.semantic_test import check_test_classes
     with pytest.raises(ValueError, match="holds 3 classes .* predicts 5"):
         check_test_classes(PETS, FIVE, "data/catdog/test")
     assert check_test_classes(FIVE, FIVE, "x") is FIVE

@@ -221,15 +221,17 @@ def test_instance_demo(tmp_path):
 # --------------------------------------------------------------------------- stream
 
 
-def test_fit_to_size_and_restore():
+def test_fit_longer_and_restore():
     masks = np.stack([_disc(30, 60, 15, 20, 10), _disc(30, 60, 10, 45, 6)])
     image = np.full((30, 60, 3), 200, np.uint8)
-    fitted, fitted_masks = geometry.fit_to_size(image, masks, 40)
+    fitted, fitted_masks, _ = geometry.fit(image, masks, 40, "longer", label_fill=0)
     # 60 wide -> 40: scale 2/3, so 20 rows of image and 20 of zero padding below.
     assert fitted.shape == (40, 40, 3) and (fitted[:20] == 200).all() and not fitted[20:].any()
     assert fitted_masks.shape == (2, 40, 40) and not fitted_masks[:, 20:].any()
-    doubled = geometry.fit_to_size(image, masks, 120)[1]
-    np.testing.assert_array_equal(geometry.restore_masks(doubled, 30, 60), masks)
+    doubled, scaled = geometry.fit_whole(image, 120, "longer", 4, square=True)
+    assert doubled.shape == (120, 120, 3) and scaled == (60, 120)
+    doubled_masks = geometry.fit(image, masks, 120, "longer", label_fill=0)[1]
+    np.testing.assert_array_equal(geometry.restore(doubled_masks, scaled, 30, 60), masks)
 
 
 def stream(folder, size, batch, seed=0, augment="none", **kwargs):
