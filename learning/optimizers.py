@@ -58,8 +58,7 @@ class Optimizer(ABC):
             an instance model a `learning.instances.InstanceValidation`.
         **kwargs: batch_size (8), num_epochs (300), learning_rate (1e-3), augment
             ("flip"; "none", "scale": `datasets.stream.make_training_stream`), resize
-            (how images meet the input size, `datasets.geometry.fit`: the task's
-            default, "none" for a semantic model, the article's), seed (0),
+            (`datasets.geometry.fit`; the task's default), seed (0),
             score_threshold (1e-4), clipnorm (None: no gradient clipping), loss (None:
             the one the model names; or any Keras loss), jit_compile ("auto"),
             tensorboard (True: RUN/tensorboard), callbacks (extra Keras callbacks for
