@@ -6,11 +6,10 @@
     >>> history = trainer.train("runs/gcn")      # --resume: train(..., resume=True)
 
 A run is `model.fit(stream, validation_data=val, initial_epoch=e, epochs=N,
-callbacks=[...])`. The article's epoch end (keep the best checkpoint by
-`evaluator.is_better`, decay the rate on a plateau) and what `--resume` needs are
-callbacks; the validation score is the dataset-level metric in fit's logs. Each
-epoch's batch order and flips depend only on (seed, epoch), so a resumed run sees the
-batches an uninterrupted one would. The run folder is `learning.runs`'.
+callbacks=[...])`: the article's epoch end (best checkpoint by `evaluator.is_better`,
+rate decay on a plateau) and what `--resume` needs are callbacks, reading the
+validation score from fit's logs. Each epoch's order and flips depend only on (seed,
+epoch), so a resumed run sees the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
