@@ -1,6 +1,6 @@
 """The backbones of `models.backbones`, each against the `keras.applications` network
 it comes from: pyramid strides and channels, weights files by name and by Keras'
-own loader, identical features, output stride 16 by dilation.
+own loader, identical features, output stride 16 by dilation, one training step.
 
 The default suite covers resnet50v2, xception and mobilenetv2; the others are slow
 to build (ResNet-101/152, DenseNet, EfficientNetV2, ConvNeXt) and run with
@@ -14,8 +14,10 @@ import keras
 import numpy as np
 import pytest
 
-from models import applications, backbones
+from models import applications, backbones, build_model
+from models.losses import make_loss
 from models.nn import image_input
+from test_architectures import images_and_labels
 from test_keras_native import write_named_h5
 
 DEFAULT = ("resnet50v2", "xception", "mobilenetv2")
@@ -162,6 +164,21 @@ def test_output_stride_16_keeps_the_size_and_the_weights(saved):
     for g, want in zip(got[:3], plain_features(saved, images)[:3]):
         np.testing.assert_allclose(g, want, rtol=1e-5,
                                    atol=1e-5 * float(np.max(np.abs(want))))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_training_step_lowers_the_loss(name):
+    keras.utils.set_random_seed(0)
+    net = build_model("deeplabv3plus", weights=None, backbone=name)
+    assert net.get_config()["backbone"] == name
+    for layer in net.layers:  # no dropout (EfficientNet's stochastic depth, ASPP's)
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    images, labels = images_and_labels()
+    net.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                loss=make_loss(net.loss_name), run_eagerly=True)
+    losses = [float(net.train_on_batch(images, labels)) for _ in range(2)]
+    assert losses[1] < losses[0], losses
 
 
 def test_imagenet_weights_are_keras_own_download(monkeypatch):

@@ -1,10 +1,11 @@
 """Deformable convolution v2: the regular convolution when nothing moves, a brute-force
-numpy reference when taps move."""
+numpy reference when taps move, and its place in a ResNet backbone."""
 
 import keras
 import numpy as np
 import pytest
 
+from models import build_model
 from models.deformable import DeformableConv2D, deformable_conv2d
 
 
@@ -112,3 +113,45 @@ def test_the_layer_starts_as_half_the_convolution_and_learns_its_offsets():
     grads = tape.gradient(loss, ours.offset_conv.trainable_weights)
     assert float(tf.reduce_sum(tf.abs(grads[0]))) > 0
     assert [w.shape for w in ours.conv_weights] == [(3, 3, 3, 4), (4,)]
+
+
+def test_deformable_stages_of_a_resnet_backbone(tmp_path):
+    net = build_model("fcn32s", weights=None, deformable_stages=1)
+    assert isinstance(net.get_layer("conv5_block2_2_conv"), DeformableConv2D)
+    assert not isinstance(net.get_layer("conv4_block6_2_conv"), DeformableConv2D)
+    assert net.get_config()["deformable_stages"] == 1
+    x = np.random.default_rng(3).integers(0, 256, (1, 64, 64, 3), np.uint8)
+    path = str(tmp_path / "dcn.keras")
+    net.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded(x), net(x), atol=1e-5)
+    with pytest.raises(ValueError, match="ResNet"):
+        build_model("gcn", backbone="mobilenetv2", deformable_stages=1)
+
+
+@pytest.mark.parametrize("name", ["resnet50v2",
+                                  pytest.param("resnet101v2", marks=pytest.mark.slow)])
+def test_pretrained_convolutions_load_into_the_deformable_ones(name, tmp_path):
+    from models.backbones import BACKBONES, build_backbone
+    from models.nn import image_input
+    from test_keras_native import write_named_h5
+    plain = getattr(keras.applications, BACKBONES[name].application or "ResNet50V2")(
+        include_top=False, weights=None, input_shape=(None, None, 3))
+    named, keras3 = str(tmp_path / "notop.h5"), str(tmp_path / "plain.weights.h5")
+    write_named_h5(plain, named)
+    plain.save_weights(keras3)
+    for weights in (named, keras3):  # by name, and by class and order
+        inputs = image_input()
+        net = build_backbone(inputs, name, weights, deformable_stages=2)
+        model = keras.Model(inputs, net.output)
+        deformable = [layer for layer in model.layers
+                      if isinstance(layer, DeformableConv2D)]
+        # every 3x3 convolution of conv4 and conv5, none before
+        assert {layer.name[:5] for layer in deformable} == {"conv4", "conv5"}
+        assert len(deformable) == len([layer for layer in plain.layers if
+                                       layer.name.endswith("_2_conv")
+                                       and layer.name[:5] in ("conv4", "conv5")])
+        for layer in deformable:
+            np.testing.assert_array_equal(layer.kernel,
+                                          plain.get_layer(layer.name).kernel)
+            assert not np.any(layer.offset_conv.kernel)  # DCNv2's start: no offsets
