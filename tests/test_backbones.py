@@ -218,3 +218,12 @@ def test_keras_batch_norm_is_the_switch_of_the_fused_kernel():
     assert type(fused).__name__ == "FusedBatchNormalization"
     assert type(plain) is keras.layers.BatchNormalization
     assert fused.momentum == plain.momentum == 0.999  # the config is Keras'
+
+
+def test_solo_builds_its_pyramid_on_any_backbone():
+    from models.solo import SOLO
+    net = SOLO(weights=None, input_size=64, backbone="mobilenetv2", grids=(8, 4))
+    assert net.get_layer("fpn_lateral_c2").input.shape[-1] == 144  # block_3_expand_relu
+    out = net(np.zeros((1, 64, 64, 3), np.uint8))
+    assert tuple(out["mask_x_p2"].shape) == (1, 32, 32, 8)
+    assert tuple(out["category_p3"].shape) == (1, 4, 4, 2)
