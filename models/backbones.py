@@ -35,13 +35,20 @@ RESNET_STAGES = ("conv2", "conv3", "conv4", "conv5")
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """How to build one backbone. `application`: the `keras.applications` function
-    (None: `models.resnet50v2`); `taps`: {stride: layer name, or "name:input" for
-    the layer's input}; `output`: the last
-    layer; `preprocessing`: "tf" (RGB to [-1, 1]), "torch" (ImageNet mean and std) or
-    "included" (the network's own first layers do it); `input_padding`: pixels of
-    zeros around the image that align the strides (Xception's); `paper`: its
-    reference."""
+    """How to build one backbone.
+
+    Attributes:
+        application: the `keras.applications` function (None: `models.resnet50v2`).
+        taps: {stride: layer name}, or "name:input" for the layer's input.
+        output: the network's last layer.
+        preprocessing: "tf" (RGB to [-1, 1]), "torch" (ImageNet mean and std) or
+            "included" (the network's own first layers do it).
+        weights_file: the notop file Keras downloads (named in the offline advice).
+        paper: its reference.
+        kwargs: more arguments of `application`.
+        deformable_stages: the stages `deformable_stages=N` counts back from.
+        input_padding: pixels of zeros around the image that align the strides.
+    """
 
     name: str
     application: str | None
