@@ -28,7 +28,9 @@ from learning.precision import DEFAULT as DEFAULT_PRECISION
 # Flags that set a constructor argument of some architectures only: flag -> argument.
 MODEL_FLAGS = {"--loss": "loss", "--k": "k", "--upsample": "upsample",
                "--output-stride": "output_stride", "--aspp-rates": "aspp_rates",
-               "--solo-backbone": "backbone", "--solo-head": "head"}
+               "--separable": "separable", "--backbone": "backbone",
+               "--deformable-stages": "deformable_stages", "--batch-norm": "batch_norm",
+               "--solo-head": "head"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -117,9 +119,21 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="deeplabv3plus: ASPP dilation rates (default: 6 12 18 at "
                            "output stride 16, doubled at 8; taps past the feature map "
                            "are skipped, so large rates on small images cost nothing)")
-    arch.add_argument("--solo-backbone", default=None, choices=["resnet50v2", "small"],
-                      help="solo: ResNet-50 v2 (--weights apply) or a small conv net "
-                           "from random weights, the CPU demo's (default: resnet50v2)")
+    arch.add_argument("--separable", default=None, action=argparse.BooleanOptionalAction,
+                      help="deeplabv3plus: atrous separable ASPP convolutions (default: "
+                           "on for --backbone xception, the paper's; off otherwise)")
+    arch.add_argument("--backbone", "--solo-backbone", dest="backbone", default=None,
+                      choices=[*_backbones(), "small"], metavar="NAME",
+                      help="gcn, fcn*, deeplabv3plus, solo: the backbone, one of "
+                           + ", ".join(_backbones()) + " (--weights apply; default: "
+                           "resnet50v2, the article's), or small: solo's CPU demo net "
+                           "from random weights")
+    arch.add_argument("--deformable-stages", type=int, default=None, metavar="N",
+                      help="gcn, fcn*, deeplabv3plus: deformable convolutions (DCNv2) "
+                           "in the last N stages of a ResNet backbone (default: 0)")
+    arch.add_argument("--batch-norm", default=None, choices=["fused", "keras"],
+                      help="gcn, fcn*, deeplabv3plus: batch norm with TensorFlow's fused "
+                           "training kernel or Keras' own layer (default: fused)")
     arch.add_argument("--solo-head", default=None, choices=["decoupled", "vanilla"],
                       help="solo: Decoupled SOLO's X/Y mask head or the paper's S^2 "
                            "channels (default: decoupled)")
@@ -130,6 +144,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 def _models() -> list[str]:
     from models import ARCHITECTURES
     return sorted(ARCHITECTURES)
+
+
+def _backbones() -> list[str]:
+    from models.backbones import BACKBONES
+    return list(BACKBONES)
 
 
 def model_class(args):

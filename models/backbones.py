@@ -1,236 +1,184 @@
-"""ResNet-50 v2, the one backbone of GCN, FCN and DeepLab v3+, with output stride 32,
-16 or 8 and the `keras.applications` layer names.
+"""The backbones of GCN, FCN, DeepLab v3+ and SOLO: one registry, name -> how to build
+it, how it wants its pixels, and where its stride 4, 8, 16 and 32 features are.
 
-He et al., "Identity Mappings in Deep Residual Networks", ECCV 2016,
-https://arxiv.org/abs/1603.05027 (pre-activation bottlenecks). The layers are named
-exactly as in `keras.applications.ResNet50V2` (`conv4_block5_out`, ...), so its
-ImageNet weights load into this builder by layer name, at any output stride: a
-dilation changes no weight shape.
+    >>> inputs = models.nn.image_input()                       # uint8 images
+    >>> net = build_backbone(inputs, "xception", weights="imagenet", output_stride=16)
+    >>> net.taps[4], net.output                                # stride 4 and 16 maps
 
-`weights` is one of:
-* "imagenet": the real Keras download of the notop file (needs the internet once;
-  Keras caches it in ~/.keras/models/),
-* a path to a local weights file: that same notop `.h5` file (offline use), or a
-  `.weights.h5` that `save_weights` wrote from a plain `keras.applications.ResNet50V2`,
-* None: random initialisation (tests, or training from scratch).
+`resnet50v2` (the article's) is written out in `models.resnet50v2`; every other one is
+the `keras.applications` network itself (`models.applications`): its layer names, its
+ImageNet download, its weights files. Each gets its own preprocessing inside the
+model (uint8 in) and supports output stride 32, 16 or 8 by dilating its last stage(s)
+(`models.dilation`), which changes no weight.
+
+A tap is the last map of its stride, where the next stage is about to downsample --
+the end points DeepLab and GCN take (for ResNet v2: `conv4_block5_out`, the block
+before the strided one). At output stride 16 or 8 the deeper taps keep that
+resolution; their names stay.
 """
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-import h5py
 import keras
 from keras import layers
 
-from models.fast_layers import FusedBatchNormalization
+from models.applications import application_backbone
+from models.backbone_weights import WeightsError, check_weights  # noqa: F401 (API)
+from models.resnet50v2 import (IMAGENET_NOTOP_FILE, RESNET50V2_FEATURES,  # noqa: F401
+                               RESNET50V2_STAGES, resnet50_v2)
 
-# The features at strides 4, 8, 16 and 32. In Keras' ResNet v2 a stage's stride sits
-# in its last block, so these are the slim end points the article used:
-# block1/unit_2, block2/unit_3, block3/unit_5 and block4/unit_3.
-RESNET50V2_FEATURES = {
-    4: "conv2_block2_out",
-    8: "conv3_block3_out",
-    16: "conv4_block5_out",
-    32: "conv5_block3_out",
-}
-# (stage, bottleneck filters, blocks, stride of the stage's last block). As in Keras
-# (and TF-slim) ResNet v2, a stage downsamples in its LAST block; conv5 keeps the
-# stride of conv4_block6.
-RESNET50V2_STAGES = (("conv2", 64, 3, 2), ("conv3", 128, 4, 2), ("conv4", 256, 6, 2),
-                     ("conv5", 512, 3, 1))
-IMAGENET_NOTOP_FILE = "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
-# Where and what `keras.applications.ResNet50V2(weights="imagenet")` downloads.
-IMAGENET_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-                + IMAGENET_NOTOP_FILE)
-IMAGENET_MD5 = "fac2f116257151a9d068a22e544a4917"
+RESNET_STAGES = ("conv2", "conv3", "conv4", "conv5")
 
 
-class WeightsError(RuntimeError):
-    """Pretrained weights could not be loaded; the message says what to do instead."""
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone.
+
+    Attributes:
+        application: the `keras.applications` function (None: `models.resnet50v2`).
+        taps: {stride: layer name}, or "name:input" for the layer's input.
+        output: the network's last layer.
+        preprocessing: "tf" (RGB to [-1, 1]), "torch" (ImageNet mean and std) or
+            "included" (the network's own first layers do it).
+        weights_file: the notop file Keras downloads (named in the offline advice).
+        paper: its reference.
+        kwargs: more arguments of `application`.
+        deformable_stages: the stages `deformable_stages=N` counts back from.
+        input_padding: pixels of zeros around the image that align the strides.
+    """
+
+    name: str
+    application: str | None
+    taps: dict
+    output: str
+    preprocessing: str
+    weights_file: str
+    paper: str
+    kwargs: dict = field(default_factory=dict)
+    deformable_stages: tuple = ()
+    input_padding: int = 0
 
 
-def check_weights(weights) -> None:
-    """Fails early, with the fix, on a `weights` value that cannot work."""
-    if weights is None or weights == "imagenet":
-        return
-    if not isinstance(weights, (str, os.PathLike)):
-        raise ValueError(f"weights must be 'imagenet', a file path or None. "
-                         f"Received: {weights!r}")
-    if not os.path.isfile(weights):
-        raise WeightsError(f"weights file not found: {weights}. Pass --weights imagenet "
-                           f"(online), --weights none, or the path of an existing "
-                           f"{IMAGENET_NOTOP_FILE}")
+def _resnet_v2(depth: int, conv3: int, conv4: int) -> BackboneSpec:
+    """ResNet-101/152 v2: ResNet-50 v2's layout with more blocks in conv3 and conv4."""
+    return BackboneSpec(
+        f"resnet{depth}v2", f"ResNet{depth}V2",
+        {4: "conv2_block2_out", 8: f"conv3_block{conv3 - 1}_out",
+         16: f"conv4_block{conv4 - 1}_out", 32: "conv5_block3_out"}, "post_relu", "tf",
+        f"resnet{depth}v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "He et al. 2016, arXiv:1603.05027", deformable_stages=RESNET_STAGES)
 
 
-def apply_residual_block_v2(x, filters: int, name: str, stride: int = 1,
-                            dilation: int = 1, conv_shortcut: bool = False):
-    """Pre-activation bottleneck, layer for layer `keras.applications`'
-    `residual_block_v2`, plus a dilation rate for its 3x3 convolution and a name for
-    its shortcut pooling (Keras leaves that one auto-named)."""
-    preact = FusedBatchNormalization(epsilon=1.001e-5, name=f"{name}_preact_bn")(x)
-    preact = layers.ReLU(name=f"{name}_preact_relu")(preact)
-    if conv_shortcut:
-        shortcut = layers.Conv2D(4 * filters, 1, strides=stride,
-                                 name=f"{name}_0_conv")(preact)
-    elif stride > 1:  # a 1x1 "pooling" that only subsamples
-        shortcut = layers.MaxPooling2D(1, strides=stride, name=f"{name}_0_pool")(x)
-    else:
-        shortcut = x
-    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_1_conv")(preact)
-    x = FusedBatchNormalization(epsilon=1.001e-5, name=f"{name}_1_bn")(x)
-    x = layers.ReLU(name=f"{name}_1_relu")(x)
-    # Padding by the dilation keeps the size; a dilated 3x3 spans 2 * dilation + 1.
-    x = layers.ZeroPadding2D(dilation, name=f"{name}_2_pad")(x)
-    x = layers.Conv2D(filters, 3, strides=stride, dilation_rate=dilation,
-                      use_bias=False, name=f"{name}_2_conv")(x)
-    x = FusedBatchNormalization(epsilon=1.001e-5, name=f"{name}_2_bn")(x)
-    x = layers.ReLU(name=f"{name}_2_relu")(x)
-    x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
-    return layers.Add(name=f"{name}_out")([shortcut, x])
+BACKBONES: dict[str, BackboneSpec] = {spec.name: spec for spec in (
+    BackboneSpec("resnet50v2", None, RESNET50V2_FEATURES, "post_relu", "tf",
+                 IMAGENET_NOTOP_FILE, "He et al. 2016, arXiv:1603.05027",
+                 deformable_stages=RESNET_STAGES),
+    _resnet_v2(101, 4, 23),
+    _resnet_v2(152, 8, 36),  # the depth of the GCN paper's backbone
+    # Entry-flow block 3 (Keras' numbering; the paper's block 2) before its strided
+    # pooling: DeepLab v3+'s low-level features (256 channels).
+    BackboneSpec("xception", "Xception",
+                 {4: "block3_sepconv2_bn", 8: "block4_sepconv2_bn",
+                  16: "block13_sepconv2_bn", 32: "block14_sepconv2_act"},
+                 "block14_sepconv2_act", "tf",
+                 "xception_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                 "Chollet 2017, arXiv:1610.02357", input_padding=3),
+    # The expansions that feed each strided depthwise convolution (as TensorFlow's
+    # segmentation tutorial): wider than the thin block outputs.
+    BackboneSpec("mobilenetv2", "MobileNetV2",
+                 {4: "block_3_expand_relu", 8: "block_6_expand_relu",
+                  16: "block_13_expand_relu", 32: "out_relu"}, "out_relu", "tf",
+                 "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+                 "Sandler et al. 2018, arXiv:1801.04381"),
+    BackboneSpec("densenet121", "DenseNet121",
+                 {4: "pool2_relu", 8: "pool3_relu", 16: "pool4_relu", 32: "relu"},
+                 "relu", "torch", "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                 "Huang et al. 2017, arXiv:1608.06993"),
+    # Stage outputs: the fused MBConv stages have no unstrided expansion to tap.
+    BackboneSpec("efficientnetv2s", "EfficientNetV2S",
+                 {4: "block2d_add", 8: "block3d_add", 16: "block5i_add",
+                  32: "top_activation"}, "top_activation", "included",
+                 "efficientnetv2-s_notop.h5", "Tan and Le 2021, arXiv:2104.00298"),
+    # A ConvNeXt block ends in a bare `inputs + x` (an op, no layer): a stage's output
+    # is read as the input of the downsampling after it, the last one as the final
+    # layer norm's.
+    BackboneSpec("convnext_tiny", "ConvNeXtTiny",
+                 {4: "convnext_tiny_downsampling_block_0:input",
+                  8: "convnext_tiny_downsampling_block_1:input",
+                  16: "convnext_tiny_downsampling_block_2:input",
+                  32: "convnext_tiny_layer_normalization:input"},
+                 "convnext_tiny_layer_normalization", "included", "convnext_tiny_notop.h5",
+                 "Liu et al. 2022, arXiv:2201.03545"),
+)}
+# keras.applications' DenseNet preprocessing ("torch" mode): x / 255, then ImageNet's
+# channel mean and standard deviation.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def resnet50_v2(x, weights=None, output_stride: int = 32) -> keras.Model:
-    """ResNet-50 v2 (no top) on the preprocessed tensor `x` (RGB in [-1, 1]).
+class Backbone(NamedTuple):
+    """A backbone built into a segmenter's graph: `taps` {4, 8, 16, 32: tensor} (the
+    deeper ones at `output_stride` when it is below 32) and its last map `output`."""
 
-    With `output_stride` 16 or 8 (DeepLab v3, https://arxiv.org/abs/1706.05587,
-    Sec. 3.1), once the network has reached that stride each later stride 2 becomes
-    1 and every later 3x3 convolution is dilated by the product of the strides
-    removed before it (the TF-slim rule), which keeps each kernel's field of view:
-    OS 16 dilates conv5 by 2; OS 8 dilates conv4 by 2 and conv5 by 4. At 32 this is
-    `keras.applications.ResNet50V2`, layer for layer.
+    name: str
+    taps: dict
+    output: object
+
+
+def get_spec(name: str) -> BackboneSpec:
+    if name not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}. "
+                         f"Received: {name!r}")
+    return BACKBONES[name]
+
+
+def build_backbone(inputs, name: str = "resnet50v2", weights=None,
+                   output_stride: int = 32, batch_norm: str = "fused",
+                   deformable_stages: int = 0) -> Backbone:
+    """Preprocessing and the backbone `name` on the uint8 image tensor `inputs`.
 
     Args:
-        x: the preprocessed image tensor.
-        weights: "imagenet", a local weights file, or None (see the module docstring);
-            loaded straight into these layers by name.
+        weights: "imagenet" (Keras' download), a weights file saved from the
+            `keras.applications` network (`.h5` by layer name, `.weights.h5`), or None.
         output_stride: 32, 16 or 8.
-
-    Returns:
-        A `keras.Model` from `x`'s source input to "post_relu". Its layers become part
-        of any model built on `x`, so `model.get_layer("conv4_block5_out")` works on
-        the segmenter.
+        batch_norm: "fused" (`FusedBatchNormalization`, the default: TensorFlow's fused
+            training kernel) or "keras" (Keras' own layer); the same weights.
+        deformable_stages: ResNets: the last N stages use `DeformableConv2D`.
     """
+    spec = get_spec(name)
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32. Received: {output_stride}")
-    check_weights(weights)
-    inputs = x
-    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
-    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    current_stride, rate = 4, 1
-    for stage, filters, blocks, stage_stride in RESNET50V2_STAGES:
-        for i in range(1, blocks + 1):
-            stride = stage_stride if i == blocks else 1
-            if current_stride == output_stride:  # trade the stride for dilation
-                block_stride, dilation, rate = 1, rate, rate * stride
-            else:
-                block_stride, dilation = stride, 1
-                current_stride *= stride
-            x = apply_residual_block_v2(x, filters, f"{stage}_block{i}", block_stride,
-                                        dilation, conv_shortcut=(i == 1))
-    x = FusedBatchNormalization(epsilon=1.001e-5, name="post_bn")(x)
-    x = layers.ReLU(name="post_relu")(x)
-    sources = keras.utils.get_source_inputs(inputs)
-    backbone = keras.Model(sources[0] if len(sources) == 1 else sources, x,
-                           name="resnet50v2")
-    if weights is not None:
-        load_weights(backbone, _weights_file(weights))
-    return backbone
+    x = preprocess(inputs, spec.preprocessing)
+    if spec.input_padding:
+        x = layers.ZeroPadding2D(spec.input_padding, name=f"{name}_align_pad")(x)
+    if spec.application is None:
+        model = resnet50_v2(x, weights, output_stride, batch_norm, deformable_stages)
+        outputs = {n: model.get_layer(n).output for n in (*spec.taps.values(),
+                                                          spec.output)}
+    else:
+        outputs = application_backbone(spec, x, weights, output_stride, batch_norm,
+                                       deformable_stages)
+    return Backbone(name, {s: outputs[n] for s, n in spec.taps.items()},
+                    outputs[spec.output])
+
+
+def preprocess(inputs, mode: str):
+    """uint8 RGB [0, 255] -> what the ImageNet weights expect, as layers of the model
+    (`keras.applications.<network>.preprocess_input`'s arithmetic)."""
+    if mode == "tf":  # ResNet v2, Xception, MobileNetV2: [-1, 1]
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
+    if mode == "torch":  # DenseNet: (x / 255 - mean) / std
+        x = layers.Rescaling(1.0 / 255, name="preprocess_scale")(inputs)
+        return layers.Normalization(mean=IMAGENET_MEAN,
+                                    variance=[s ** 2 for s in IMAGENET_STD],
+                                    name="preprocess")(x)
+    if mode == "included":  # EfficientNetV2, ConvNeXt: their own first layers, fed
+        return layers.Rescaling(1.0, name="preprocess_float")(inputs)  # floats
+    raise ValueError(f"unknown preprocessing {mode!r}")
 
 
 def features(backbone: keras.Model, strides=(4, 8, 16, 32)) -> list:
-    """The backbone's outputs at the given (undilated) strides, shallowest first."""
+    """ResNet-50 v2's outputs at the given (undilated) strides, shallowest first."""
     return [backbone.get_layer(RESNET50V2_FEATURES[s]).output for s in strides]
-
-
-def _weights_file(weights) -> str:
-    """The local path of `weights`: the file itself, or Keras' cached download."""
-    if weights != "imagenet":
-        return weights
-    try:
-        return keras.utils.get_file(IMAGENET_NOTOP_FILE, IMAGENET_URL,
-                                    cache_subdir="models", file_hash=IMAGENET_MD5)
-    except Exception as e:  # noqa: BLE001 -- any failure gets the same advice
-        raise WeightsError(
-            f"could not download the ImageNet weights for ResNet-50 v2 ({e}). "
-            f"Offline, get {IMAGENET_NOTOP_FILE} on a machine that is online (it is "
-            f"cached in ~/.keras/models/ there) and pass its path: "
-            f"--weights /path/to/{IMAGENET_NOTOP_FILE}") from None
-
-
-def load_weights(backbone: keras.Model, path: str) -> None:
-    """Loads a ResNet-50 v2 weights file into `backbone`'s layers.
-
-    The notop `.h5` that `keras.applications` downloads lists its layers by name, so
-    each goes to the layer of that name. A Keras 3 `.weights.h5` (from `save_weights`
-    on a plain `keras.applications.ResNet50V2`) has no layer names, only Keras' keys
-    by layer class and order (`conv2d_7`, `batch_normalization_3`); the k-th layer of
-    a class goes to this builder's k-th, which fits because it makes its layers in
-    the same order.
-    """
-    try:
-        with h5py.File(path, "r") as f:
-            group = f["model_weights"] if "model_weights" in f else f
-            if "layer_names" in group.attrs:
-                _load_by_name(group, backbone)
-            else:
-                _load_by_class_order(f["layers"], backbone)
-    except (OSError, ValueError, KeyError) as e:
-        raise WeightsError(f"could not load the weights file {path} into ResNet-50 v2 "
-                           f"({e}). It must be the notop ResNet50V2 file "
-                           f"{IMAGENET_NOTOP_FILE} or a .weights.h5 saved from "
-                           f"keras.applications.ResNet50V2.") from None
-
-
-def _load_by_class_order(group, backbone: keras.Model) -> None:
-    """Assigns a Keras 3 weights file's `layers/<class>_<k>/vars` groups by class and
-    order (Keras numbers a model's layers of each class 0, 1, 2, ... in order)."""
-    saved: dict[str, list] = {}
-    for key in group:
-        variables = group[key].get("vars")
-        if variables is None or not len(variables):
-            continue
-        kind, _, number = key.rpartition("_")
-        if not number.isdigit():
-            kind, number = key, "0"
-        values = [variables[str(i)][()] for i in range(len(variables))]
-        saved.setdefault(kind, []).append((int(number), values))
-    kinds = ((layers.BatchNormalization, "batch_normalization"), (layers.Conv2D, "conv2d"))
-    ours: dict[str, list] = {}
-    for layer in (layer for layer in backbone.layers if layer.weights):
-        kind = next((k for cls, k in kinds if isinstance(layer, cls)), None)
-        if kind is None:
-            raise ValueError(f"no rule to match layer {layer.name!r} in the file")
-        ours.setdefault(kind, []).append(layer)
-    for kind, layer_list in ours.items():
-        values = [v for _, v in sorted(saved.get(kind, []), key=lambda item: item[0])]
-        if len(values) != len(layer_list):
-            raise ValueError(f"the file has {len(values)} {kind} layer(s) with "
-                             f"weights; ResNet-50 v2 has {len(layer_list)}")
-        for layer, layer_values in zip(layer_list, values):
-            layer.set_weights(layer_values)
-
-
-def _load_by_name(group, backbone: keras.Model) -> None:
-    """Assigns each layer group of a Keras 2 style `.h5` to the layer of its name."""
-    ours = {layer.name: layer for layer in backbone.layers if layer.weights}
-    loaded = set()
-    for name in (n.decode() if isinstance(n, bytes) else n
-                 for n in group.attrs["layer_names"]):
-        layer_group = group[name]
-        names = layer_group.attrs.get("weight_names", [])
-        values = [layer_group[n.decode() if isinstance(n, bytes) else n][()]
-                  for n in names]
-        if not values:
-            continue
-        if name not in ours:
-            raise ValueError(f"the file has weights for a layer {name!r} that "
-                             f"ResNet-50 v2 does not have")
-        ours[name].set_weights(values)
-        loaded.add(name)
-    missing = sorted(set(ours) - loaded)
-    if missing:
-        raise ValueError(f"the file has no weights for {len(missing)} layer(s), e.g. "
-                         f"{missing[:3]}")

@@ -6,7 +6,9 @@ against it), faster on this project's hardware.
   padding, so a large rate on a small map costs no more than its real work.
 
 A learner can read every model as if these were `keras.layers.BatchNormalization`
-and `keras.layers.Conv2D(dilation_rate=r)`.
+and `keras.layers.Conv2D(dilation_rate=r)`. `batch_norm_class("keras")` gives the Keras
+layer itself: the architectures' `batch_norm` argument (`train.py --batch-norm`) builds
+their backbone with either, to measure what the fused kernel buys.
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ class FusedBatchNormalization(layers.BatchNormalization):
         self.moving_variance.assign(self.moving_variance * self.momentum
                                     + variance * (1.0 - self.momentum))
         return outputs
+
+
+BATCH_NORMS = ("fused", "keras")
+
+
+def batch_norm_class(kind: str = "fused") -> type:
+    """`FusedBatchNormalization` ("fused", the default everywhere) or Keras' own
+    `BatchNormalization` ("keras"): the same weights and outputs, two kernels."""
+    if kind not in BATCH_NORMS:
+        raise ValueError(f"batch_norm must be one of {BATCH_NORMS}. Received: {kind!r}")
+    return FusedBatchNormalization if kind == "fused" else layers.BatchNormalization
 
 
 @keras.saving.register_keras_serializable(package="segmentation")

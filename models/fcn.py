@@ -1,4 +1,5 @@
-"""Fully Convolutional Networks: FCN-32s, FCN-16s and FCN-8s on ResNet-50 v2.
+"""Fully Convolutional Networks: FCN-32s, FCN-16s and FCN-8s on ResNet-50 v2 (or any
+backbone of `models.backbones`).
 
 Long, Shelhamer and Darrell, "Fully Convolutional Networks for Semantic Segmentation",
 CVPR 2015, https://arxiv.org/abs/1411.4038 (Sec. 4.2, Fig. 3).
@@ -28,8 +29,8 @@ import numpy as np
 from keras import layers
 
 from common.labels import NUM_CLASSES
-from models.backbones import features, resnet50_v2
-from models.layers import conv, preprocess_for_resnet_v2, upsample
+from models.backbones import build_backbone
+from models.layers import conv, upsample
 from models.nn import SegNet, image_input
 
 UPSAMPLE_MODES = ("transpose", "resize")
@@ -88,34 +89,36 @@ class FCN(SegNet):
     """FCN on ResNet-50 v2 (Long et al. 2015, https://arxiv.org/abs/1411.4038).
 
     The paper's VGG-16 "pool3 / pool4 / conv7" become the ResNet-50 v2 features at
-    strides 8 / 16 / 32 (`conv3_block3_out`, `conv4_block5_out`, `post_relu`). As in
+    strides 8 / 16 / 32 (`conv3_block3_out`, `conv4_block5_out`, `post_relu`; another
+    backbone's stride 8 and 16 taps and its last layer). As in
     the paper, the skip score layers start at zero, the x2 upsamplings are learned
     from bilinear, and the last upsampling to the input size stays fixed bilinear.
     Subclasses set `skip_strides`: () for 32s, (16,) for 16s, (16, 8) for 8s.
 
     Args:
         upsample: "transpose" (default, the paper) or "resize" (resize-convolution).
-        num_classes, weights, loss, **kwargs: as `models.gcn.GCN`.
+        num_classes, weights, loss, backbone, batch_norm, deformable_stages,
+            **kwargs: as `models.gcn.GCN`.
     """
 
     skip_strides: tuple = ()
 
     def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",
-                 upsample: str = "transpose", **kwargs):
+                 upsample: str = "transpose", backbone: str = "resnet50v2",
+                 batch_norm: str = "fused", deformable_stages: int = 0, **kwargs):
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}. "
                              f"Received: {upsample!r}")
 
         # === Functional model ===
         inputs = image_input()
-        x = preprocess_for_resnet_v2(inputs)
-        backbone = resnet50_v2(x, weights)
-        score = apply_score(backbone.output, num_classes, name="score_stride32")
+        net = build_backbone(inputs, backbone, weights, batch_norm=batch_norm,
+                             deformable_stages=deformable_stages)
+        score = apply_score(net.output, num_classes, name="score_stride32")
         stride = 32
-        for skip_stride, feat in zip(self.skip_strides,
-                                     features(backbone, self.skip_strides)):
+        for skip_stride in self.skip_strides:
             score = apply_upsample(score, 2, f"upsample_stride{stride}", upsample)
-            skip = apply_score(feat, num_classes, name=f"score_stride{skip_stride}",
+            skip = apply_score(net.taps[skip_stride], num_classes, name=f"score_stride{skip_stride}",
                                zero_init=True)
             score = layers.Add(name=f"fuse_stride{skip_stride}")([score, skip])
             stride = skip_stride
@@ -124,9 +127,14 @@ class FCN(SegNet):
 
         # === Config ===
         self.upsample = upsample
+        self.backbone = backbone
+        self.batch_norm = batch_norm
+        self.deformable_stages = deformable_stages
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "upsample": self.upsample}
+        return {**super().get_config(), "upsample": self.upsample,
+                "backbone": self.backbone, "batch_norm": self.batch_norm,
+                "deformable_stages": self.deformable_stages}
 
 
 @keras.saving.register_keras_serializable(package="segmentation")

@@ -1,4 +1,5 @@
-"""GCN, the article's model: a Global Convolutional Network on ResNet-50 v2.
+"""GCN, the article's model: a Global Convolutional Network on ResNet-50 v2 (or any
+backbone of `models.backbones`; the paper's is ResNet-152, `backbone="resnet152v2"`).
 
 Peng et al., "Large Kernel Matters -- Improve Semantic Segmentation by Global
 Convolutional Network", CVPR 2017, https://arxiv.org/abs/1703.02719. Read this file
@@ -17,8 +18,8 @@ import keras
 from keras import layers
 
 from common.labels import NUM_CLASSES
-from models.backbones import features, resnet50_v2
-from models.layers import conv, preprocess_for_resnet_v2, upsample
+from models.backbones import build_backbone
+from models.layers import conv, upsample
 from models.nn import SegNet, image_input
 
 
@@ -49,7 +50,7 @@ def boundary_refine_block(x, name: str):
 
 @keras.saving.register_keras_serializable(package="segmentation")
 class GCN(SegNet):
-    """Global Convolutional Network on ResNet-50 v2 (the article's model, Fig. 2A).
+    """Global Convolutional Network (the article's model, Fig. 2A).
 
     Each of the stride 4, 8, 16, 32 features goes through a GCN block (C channels,
     C = num_classes) and a BR block; from the coarsest level down, the map is
@@ -62,13 +63,18 @@ class GCN(SegNet):
         loss: loss name ("ce", "dice", "ce+dice").
         input_size: the training image side; sets the default `k`.
         k: GCN kernel size; default `input_size // 32 - 1` (15 at 512), as the article.
+        backbone: a `models.backbones.BACKBONES` name; "resnet50v2" (the article's).
+        batch_norm: the backbone's batch norm, "fused" or "keras" (same weights).
+        deformable_stages: ResNets: deformable 3x3 convolutions in the last N stages.
         **kwargs: `keras.Model`'s (`name`, `trainable`).
     """
 
     architecture = "gcn"
 
     def __init__(self, num_classes: int = NUM_CLASSES, weights=None, loss: str = "ce",
-                 input_size: int = 512, k: int | None = None, **kwargs):
+                 input_size: int = 512, k: int | None = None,
+                 backbone: str = "resnet50v2", batch_norm: str = "fused",
+                 deformable_stages: int = 0, **kwargs):
         if k is None:
             k = max(1, input_size // 32 - 1)
         if k < 1:
@@ -76,8 +82,9 @@ class GCN(SegNet):
 
         # === Functional model ===
         inputs = image_input()
-        x = preprocess_for_resnet_v2(inputs)
-        feats = features(resnet50_v2(x, weights))  # strides 4, 8, 16, 32
+        net = build_backbone(inputs, backbone, weights, batch_norm=batch_norm,
+                             deformable_stages=deformable_stages)
+        feats = [net.taps[s] for s in (4, 8, 16, 32)]
         top = None
         for stride, feat in zip((32, 16, 8, 4), reversed(feats)):
             name = f"gcn_stride{stride}"
@@ -96,6 +103,11 @@ class GCN(SegNet):
 
         # === Config ===
         self.k = k
+        self.backbone = backbone
+        self.batch_norm = batch_norm
+        self.deformable_stages = deformable_stages
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "k": self.k}
+        return {**super().get_config(), "k": self.k, "backbone": self.backbone,
+                "batch_norm": self.batch_norm,
+                "deformable_stages": self.deformable_stages}

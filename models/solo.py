@@ -21,9 +21,9 @@ Sized for the CPU demo at 64 x 64 (every size is an argument): FPN width 64 (pap
 256), levels P2, P3, P4 (paper P2-P6) with grids 16, 12, 8 (paper 40, 36, 24, 16, 12)
 and scale ranges 0-24, 12-48, 24-128 px (the paper's 0-96, 48-192, ... at 800 px,
 shrunk: overlapping, each twice the previous), 2 convolutions per head tower (paper
-7). `backbone="resnet50v2"` (the default) is the project's ResNet-50 v2 (ImageNet
-weights), `"small"` is a 4-stage conv net from random weights
-that trains in minutes on a CPU (the demo's choice).
+7). `backbone` is any of `models.backbones` ("resnet50v2", the default, with ImageNet
+weights), or `"small"`, a 4-stage conv net from random weights that trains in minutes
+on a CPU (the demo's choice).
 
 The target assignment is `models.solo_targets`, the loss `models.solo_loss`;
 `SOLO.compute_loss` ties them to Keras' `fit`, so the model trains on the stream's
@@ -46,8 +46,8 @@ import tensorflow as tf
 from keras import layers, ops
 
 from common.labels import INSTANCE_CLASSES
-from models.backbones import features, resnet50_v2
-from models.layers import conv, preprocess_for_resnet_v2
+from models.backbones import BACKBONES, build_backbone
+from models.layers import conv
 from models.nn import SegNet, image_input
 from models.solo_heads import (CoordinateChannels, apply_fpn, apply_layers, make_tower,
                                small_backbone)
@@ -75,15 +75,16 @@ class SOLO(SegNet):
 
     Args:
         num_classes: object classes, no background (2: cat, dog).
-        weights: ResNet-50 v2 weights ("imagenet", a file, or None); the small
-            backbone takes None only.
+        weights: backbone weights ("imagenet", a file, or None); the small backbone
+            takes None only.
         input_size: the training image side; sets the default scale ranges.
         grids: S per level, finest first; their number is the number of levels (<= 4).
         scale_ranges: (low, high) of sqrt(box area) in pixels per level; default
             input_size * (0, 3/8), (3/16, 3/4), (3/8, 2) for three levels.
         fpn_width: FPN and head channels.
         head_depth: convolutions per head tower.
-        backbone: "resnet50v2" (default) or "small" (random init, for the CPU demo).
+        backbone: a `models.backbones.BACKBONES` name ("resnet50v2", default) or
+            "small" (random init, for the CPU demo).
         head: "decoupled" (default) or "vanilla".
         centre_scale: eps of the centre region (0.2).
         **kwargs: `keras.Model`'s (`name`, `trainable`).
@@ -108,8 +109,8 @@ class SOLO(SegNet):
         if len(scale_ranges) != len(grids):
             raise ValueError(f"one scale range per grid is needed. Received: "
                              f"grids={grids}, scale_ranges={scale_ranges}")
-        if backbone not in ("small", "resnet50v2"):
-            raise ValueError(f"backbone must be 'small' or 'resnet50v2'. "
+        if backbone not in ("small", *BACKBONES):
+            raise ValueError(f"backbone must be 'small' or one of {sorted(BACKBONES)}. "
                              f"Received: {backbone!r}")
         if head not in ("vanilla", "decoupled"):
             raise ValueError(f"head must be 'vanilla' or 'decoupled'. "
@@ -129,7 +130,8 @@ class SOLO(SegNet):
             x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
             feats = small_backbone(x)
         else:
-            feats = features(resnet50_v2(preprocess_for_resnet_v2(inputs), weights))
+            taps = build_backbone(inputs, backbone, weights).taps
+            feats = [taps[s] for s in (4, 8, 16, 32)]
         pyramid = apply_fpn(feats, fpn_width, len(grids))
         groups = fpn_width // 8
         category_tower = make_tower("solo_category", fpn_width, head_depth, groups)
