@@ -35,7 +35,7 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 from learning.evaluators import IoUEvaluator  # noqa: E402
 from learning.optimizers import MomentumOptimizer  # noqa: E402
 from throughput import SEMANTIC  # noqa: E402
-from timing import build_net, random_batch  # noqa: E402
+from timing import build_net, prefetched, random_batch  # noqa: E402
 
 # TF op events are named "scope/.../name:OpType"; framework events (the executor,
 # function calls, tf.data) have no ":Type" and are left out of the op table.
@@ -81,7 +81,7 @@ def run_steps(net, mode: str, size: int, batch_size: int, steps: int) -> None:
     """`steps` training steps (`fit`) or predictions on one random batch."""
     images, labels = random_batch(size, batch_size)
     if mode == "train":
-        data = tf.data.Dataset.from_tensors((images, labels)).repeat()
+        data = prefetched(tf.data.Dataset.from_tensors((images, labels)).repeat())
         net.fit(data, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
     else:
         for _ in range(steps):

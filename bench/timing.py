@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from datasets.replicas import prefetched
 from datasets.stream import make_dataset
 from learning.utils import evaluate
 from model_table import conv_macs
@@ -86,8 +87,10 @@ def random_batch(size: int, batch_size: int):
 
 
 def time_train(net, paths, size, batch_size, steps):
-    """`fit` on one random batch repeated in memory: the network alone, no decoding."""
-    data = tf.data.Dataset.from_tensors(random_batch(size, batch_size)).repeat()
+    """`fit` on one random batch repeated in memory: the network alone, no decoding;
+    the stream ends as train.py's do (`prefetched`: without it, deleting fit's
+    iterator could wait seconds on tf.data's autotuner, a "slow mode")."""
+    data = prefetched(tf.data.Dataset.from_tensors(random_batch(size, batch_size)).repeat())
     # shuffle=False: a tf.data input cannot be shuffled by fit, which would warn
     net.fit(data, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
     start = time.perf_counter()

@@ -20,7 +20,7 @@ from datasets.augment import epoch_order
 from datasets.files import DataError
 from datasets.geometry import as_size, fit
 from datasets.instances import load_record
-from datasets.replicas import ReplicaSplit
+from datasets.replicas import ReplicaSplit, prefetched
 
 
 def training_stream(records: list[dict], image_size, batch_size: int, *, seed: int,
@@ -83,7 +83,7 @@ def training_stream(records: list[dict], image_size, batch_size: int, *, seed: i
                              tf.where(e == 0, skip_batches, 0), pipeline, num_pipelines)
 
     ds = tf.data.Dataset.range(len(plans)).flat_map(one_epoch)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return prefetched(ds)
 
 
 def example_loader(records: list[dict], size: tuple[int, int], max_instances: int):

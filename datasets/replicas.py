@@ -17,6 +17,24 @@ import numpy as np
 import tensorflow as tf
 
 
+def prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """The last step of every input pipeline here: prefetch, with tf.data's autotuner off.
+
+    TensorFlow 2.21's autotuner runs a thread that sleeps 10 ms, 20 ms, 40 ms, ... up
+    to a minute between its tuning rounds, and deleting an iterator sometimes waits for
+    the current sleep to end: an iterator that ran 7 s can take 3.2 s more to delete
+    (it ends 10.23 s after it was made, the sum 10 + 20 + ... + 5120 ms). Every `fit`,
+    every validation pass and every test.py run deletes one, so short runs were up to
+    about twice as slow in one process out of two (the "slow mode" of
+    docs/speed.md). With the autotuner off, `AUTOTUNE` maps run on every core and
+    prefetch keeps a small fixed buffer; bench/throughput.py's input row shows that
+    decoding keeps up.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
 class ReplicaSplit:
     """How an epoch of `num_examples` is cut into global and per-replica batches.
 
@@ -146,4 +164,4 @@ def eval_batches(load, num_examples: int, batch_size: int,
                             constant_values=IGNORE_LABEL)
             return images, labels
         ds = ds.concatenate(load_range(full * batch_size, num_examples, last).map(padded))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return prefetched(ds)

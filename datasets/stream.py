@@ -21,7 +21,7 @@ from datasets.data import load_example
 from datasets.decode import file_table, graph_loader
 from datasets.files import DataError
 from datasets.geometry import as_size
-from datasets.replicas import ReplicaSplit, eval_batches
+from datasets.replicas import ReplicaSplit, eval_batches, prefetched
 
 
 def split_paths(paths: list[str], val_fraction: float, seed: int = 0):
@@ -119,7 +119,7 @@ def make_dataset(paths: list[str], image_size, batch_size: int, *, labels: bool 
     if not with_padding:
         ds = ds.map(lambda image, label, padding: (image, label))
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return prefetched(ds)
 
 
 def make_training_stream(source, image_size, batch_size: int, *, seed: int,
@@ -169,7 +169,7 @@ def make_training_stream(source, image_size, batch_size: int, *, seed: int,
                              tf.where(i == 0, skip_batches, 0), pipeline, num_pipelines)
 
     ds = tf.data.Dataset.range(len(plans)).flat_map(one_epoch)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return prefetched(ds)
 
 
 def replica_validation_batches(source, image_size, batch_size: int,

@@ -20,6 +20,7 @@ from common.labels import PETS, Classes
 from datasets import data as dataset
 from datasets.check import usable_images
 from datasets.classes import classes_of_paths, read_classes
+from datasets.replicas import prefetched
 from datasets.stream import (make_dataset, make_training_stream,
                              replica_validation_batches, split_paths)
 from learning.evaluators import EVALUATORS
@@ -144,8 +145,8 @@ def validation_data(val_set, model, batch_size: int, num_replicas: int,
                                           num_replicas, resize)
     if isinstance(val_set, dataset.DataSet):
         import tensorflow as tf
-        return tf.data.Dataset.from_tensor_slices(
-            (val_set.images, val_set.labels)).batch(batch_size)
+        return prefetched(tf.data.Dataset.from_tensor_slices(
+            (val_set.images, val_set.labels)).batch(batch_size))
     return make_dataset(val_set, model.input_size, batch_size, resize=resize)
 
 
