@@ -28,7 +28,7 @@ REFINEMENTS = {"plain": [], "tta": ["--tta"], "crf": ["--crf"],
 COLUMNS = ("model", "backbone", "image_size", "resize", "augment", "epochs", "lr",
            "seed", "refine", "train_seconds", "pixel_accuracy",
            "article_pixel_accuracy", "iou_background", "iou_cat", "iou_dog",
-           "mean_iou", "boundary_mean_iou", "pet_iou", "run")
+           "mean_iou", "boundary_mean_iou", "foreground_iou", "run")
 
 
 def run_name(args, model: str, augment: str, seed: int) -> str:
@@ -82,14 +82,14 @@ def row(args, run, model, augment, seed, refine, metrics_file) -> dict:
             "article_pixel_accuracy": m["article_pixel_accuracy"],
             "iou_background": iou.get("background"), "iou_cat": iou.get("cat"),
             "iou_dog": iou.get("dog"), "mean_iou": m["mean_iou"],
-            "boundary_mean_iou": m["boundary_mean_iou"], "pet_iou": m["pet_iou"],
+            "boundary_mean_iou": m["boundary_mean_iou"], "foreground_iou": m["foreground_iou"],
             "run": os.path.relpath(run, ROOT)}
 
 
 def markdown(rows: list[dict]) -> str:
     head = ("| model | backbone | size | resize | augment | epochs | seed | refine "
             "| train s | pixel acc. | article acc. | IoU bg / cat / dog | mIoU "
-            "| boundary mIoU | pet IoU |")
+            "| boundary mIoU | pet vs bg IoU |")
     lines = [head, "|" + "---|" * 15]
     for r in rows:
         lines.append(
@@ -98,7 +98,7 @@ def markdown(rows: list[dict]) -> str:
             f"| {r['train_seconds']:.0f} | {r['pixel_accuracy']:.4f} "
             f"| {r['article_pixel_accuracy']:.4f} | {r['iou_background']:.3f} / "
             f"{r['iou_cat']:.3f} / {r['iou_dog']:.3f} | {r['mean_iou']:.4f} "
-            f"| {r['boundary_mean_iou']:.4f} | {r['pet_iou']:.4f} |")
+            f"| {r['boundary_mean_iou']:.4f} | {r['foreground_iou']:.4f} |")
     return "\n".join(lines) + "\n"
 
 
