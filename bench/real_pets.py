@@ -33,7 +33,7 @@ COLUMNS = ("model", "backbone", "image_size", "resize", "augment", "epochs", "lr
 
 def run_name(args, model: str, augment: str, seed: int) -> str:
     return (f"{model}-{args.backbone or 'default'}-{args.image_size}-{args.resize}-"
-            f"{augment}-e{args.epochs}-s{seed}")
+            f"{augment}-e{args.epochs}-lr{args.lr:g}-s{seed}")
 
 
 def train_and_test(args, model: str, augment: str, seed: int) -> list[dict]:
