@@ -6,7 +6,8 @@ Each configuration is one `train.py` run and one `test.py` run, in their own
 processes (the same code path a user runs); `--refine` adds rows for the same run
 tested with `--tta`, `--crf` and both. A run or a test that finished before (its
 `metrics*.json` exists) is reused, so an interrupted benchmark continues where it
-stopped. The table goes to OUT/real_pets.md and OUT/real_pets.json.
+stopped. The table goes to OUT/real_pets.md and OUT/real_pets.json; a later call
+into the same OUT adds its rows to it (replacing those of the same run).
 
     python bench/real_pets.py --data ../shared/data/oxford_pet_real --out runs/real \\
         --models gcn deeplabv3plus unet --image-size 128 --epochs 30 --refine
@@ -86,15 +87,26 @@ def row(args, run, model, augment, seed, refine, metrics_file) -> dict:
             "run": os.path.relpath(run, ROOT)}
 
 
+def merged(table_file: str, rows: list[dict]) -> list[dict]:
+    """The rows of earlier calls into the same --out, with this call's replacing
+    those of the same run and refinement: one table grows over several calls."""
+    old = []
+    if os.path.isfile(table_file):
+        with open(table_file) as f:
+            old = json.load(f)
+    new = {(r["run"], r["refine"]) for r in rows}
+    return [r for r in old if (r["run"], r["refine"]) not in new] + rows
+
+
 def markdown(rows: list[dict]) -> str:
-    head = ("| model | backbone | size | resize | augment | epochs | seed | refine "
+    head = ("| model | backbone | size | resize | augment | epochs | lr | seed | refine "
             "| train s | pixel acc. | article acc. | IoU bg / cat / dog | mIoU "
             "| boundary mIoU | pet vs bg IoU |")
-    lines = [head, "|" + "---|" * 15]
+    lines = [head, "|" + "---|" * 16]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['backbone']} | {r['image_size']} | {r['resize']} "
-            f"| {r['augment']} | {r['epochs']} | {r['seed']} | {r['refine']} "
+            f"| {r['augment']} | {r['epochs']} | {r['lr']:g} | {r['seed']} | {r['refine']} "
             f"| {r['train_seconds']:.0f} | {r['pixel_accuracy']:.4f} "
             f"| {r['article_pixel_accuracy']:.4f} | {r['iou_background']:.3f} / "
             f"{r['iou_cat']:.3f} / {r['iou_dog']:.3f} | {r['mean_iou']:.4f} "
@@ -113,9 +125,10 @@ def main(argv=None) -> list[dict]:
         for augment in args.augment:
             for seed in args.seeds:
                 rows += train_and_test(args, model, augment, seed)
+    table_rows = merged(os.path.join(args.out, "real_pets.json"), rows)
     with open(os.path.join(args.out, "real_pets.json"), "w") as f:
-        json.dump(rows, f, indent=1)
-    table = markdown(rows)
+        json.dump(table_rows, f, indent=1)
+    table = markdown(table_rows)
     with open(os.path.join(args.out, "real_pets.md"), "w") as f:
         f.write(table)
     print(table)
@@ -135,7 +148,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize", default="longer", choices=["none", "longer", "shorter"])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=0.001,
+                   help="0.001 won a short sweep (docs/real-photos.md); 0.003 goes NaN "
+                        "without --clipnorm")
     p.add_argument("--augment", nargs="+", default=["flip"],
                    choices=["none", "flip", "scale"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
