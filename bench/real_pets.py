@@ -9,8 +9,9 @@ tested with `--tta`, `--crf` and both. A run or a test that finished before (its
 stopped. The table goes to OUT/real_pets.md and OUT/real_pets.json; a later call
 into the same OUT adds its rows to it (replacing those of the same run).
 
-    python bench/real_pets.py --data ../shared/data/oxford_pet_real --out runs/real \\
-        --models gcn deeplabv3plus unet --image-size 128 --epochs 30 --refine
+    python bench/real_pets.py --models gcn deeplabv3plus unet --refine   # 128 px, 30 epochs
+
+docs/real-photos.md has the table these commands made, and what it shows.
 """
 
 from __future__ import annotations
