@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the built-in demo set: train -> test -> draw, sized for a laptop CPU
-# (about 5-8 minutes on 2 cores). Extra flags go to train.py, e.g. ./demo.sh --epochs 2
+# (about 1.5-2 minutes on 2 cores). Extra flags go to train.py, e.g. ./demo.sh --epochs 2
 set -euo pipefail
 cd "$(dirname "$0")"
 RUN=${RUN:-runs/demo}
