@@ -16,8 +16,6 @@ import os
 import sys
 
 from learning import cli
-from learning.precision import CHOICES as PRECISIONS
-from learning.precision import DEFAULT as DEFAULT_PRECISION
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,11 +31,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "labels are scaled back (nearest) to the original size")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     cli.add_refinement_flags(p)
-    p.add_argument("--resize", default=None, choices=["none", "longer", "shorter"],
-                   help="how a photo meets the model's input size (default: the run's, "
-                        "from its config.json)")
-    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
-                   help="Keras mixed-precision policy to predict with (auto: by device)")
+    cli.add_prediction_flags(p)
     cli.add_verbose_flag(p)
     return p
 

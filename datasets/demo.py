@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.demo_drawing import render
+from datasets.files import made_with
 
 DEFAULT_ROOT = "data/demo"
 VERSION = 1  # bump when the drawing changes, so `ensure` regenerates old sets
@@ -104,12 +105,8 @@ def ensure(root: str = DEFAULT_ROOT, **kwargs) -> str:
                    kwargs.pop("num_test", DEFAULT_NUM_TEST), kwargs.pop("seed", 0))
     if kwargs:
         raise TypeError(f"ensure() got unexpected arguments: {sorted(kwargs)}")
-    try:
-        with open(os.path.join(root, META_FILE)) as f:
-            if json.load(f) == wanted:
-                return root
-    except (OSError, ValueError):
-        pass
+    if made_with(root, wanted, META_FILE):
+        return root
     print(f"Generating the demo dataset in {root} ({wanted['num_train']} train, "
           f"{wanted['num_test']} test images, seed {wanted['seed']})", flush=True)
     return generate(root, wanted["num_train"], wanted["num_test"], wanted["seed"])

@@ -31,6 +31,7 @@ from PIL import Image
 
 from common.labels import Classes
 from datasets.classes import CLASSES_FILE, write_classes
+from datasets.files import made_with
 
 DEFAULT_ROOT = "data/demo_shapes"
 VERSION = 1  # bump when the drawing changes, so `ensure` regenerates old sets
@@ -168,12 +169,8 @@ def ensure(root: str = DEFAULT_ROOT, num_train: int = DEFAULT_NUM_TRAIN,
     """Returns `root` once it holds the complete shapes set for these arguments
     (made, in seconds, when `root/demo.json` is missing or differs)."""
     wanted = _meta(num_train, num_test, seed)
-    try:
-        with open(os.path.join(root, META_FILE)) as f:
-            if json.load(f) == wanted:
-                return root
-    except (OSError, ValueError):
-        pass
+    if made_with(root, wanted, META_FILE):
+        return root
     print(f"Generating the shapes demo in {root} ({num_train} train, {num_test} test "
           f"images, seed {seed})", flush=True)
     return generate(root, num_train, num_test, seed)

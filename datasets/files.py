@@ -14,6 +14,7 @@ crashing it. Turning a pair into a label, and checking a whole folder with it
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 
@@ -55,6 +56,16 @@ class DatasetError(ValueError):
 
 
 # --------------------------------------------------------------------------- files
+
+
+def made_with(root: str, wanted: dict, meta_file: str = "demo.json") -> bool:
+    """Whether the generated set in `root` is complete and was made with `wanted`:
+    its `meta_file` (written last by a generator) holds exactly that."""
+    try:
+        with open(os.path.join(root, meta_file)) as f:
+            return json.load(f) == wanted
+    except (OSError, ValueError):
+        return False
 
 
 def image_name(path: str) -> str:

@@ -34,7 +34,7 @@ import numpy as np
 
 from common.coco import decode_segmentation
 from datasets.compose import DEFAULT_SIZE, usable_sources
-from datasets.files import DataError, DatasetError, load_image
+from datasets.files import DataError, DatasetError, load_image, made_with
 # Re-exported: the writing half of the format and the demo's defaults.
 from datasets.instance_folder import (ANNOTATIONS_FILE, DEMO_NUM_TEST,  # noqa: F401
                                       DEMO_NUM_TRAIN, DEMO_ROOT, check_destination,
@@ -161,12 +161,8 @@ def ensure_instance_demo(root: str = DEMO_ROOT, *, num_train: int = DEMO_NUM_TRA
     """Returns `root` once it holds the complete demo instance set for these arguments
     (made, in seconds, when `root/demo.json` is missing or differs)."""
     wanted = demo_meta(num_train, num_test, seed)
-    try:
-        with open(os.path.join(root, "demo.json")) as f:
-            if json.load(f) == wanted:
-                return root
-    except (OSError, ValueError):
-        pass
+    if made_with(root, wanted, "demo.json"):
+        return root
     print(f"Generating the demo instance dataset in {root} ({num_train} train, "
           f"{num_test} test images, seed {seed})", flush=True)
     return generate_instance_demo(root, num_train, num_test, seed)

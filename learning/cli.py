@@ -119,6 +119,17 @@ def add_refinement_flags(p) -> None:
                         "DeepLab v1/v2's post-processing) before the arg-max")
 
 
+def add_prediction_flags(p) -> None:
+    """test.py's and draw.py's `--resize` (default: the run's) and `--precision`."""
+    from datasets.geometry import RESIZES
+    from learning.precision import CHOICES, DEFAULT
+    p.add_argument("--resize", default=None, choices=RESIZES,
+                   help="how a photo meets the model's input size (default: the run's, "
+                        "from its config.json)")
+    p.add_argument("--precision", default=DEFAULT, choices=CHOICES,
+                   help="Keras mixed-precision policy to predict with (auto: by device)")
+
+
 def draw_each(paths: list[str], out_dir: str, render) -> int:
     """draw.py's loop: each readable image of `paths` through `render(image) ->
     picture`, saved as `out_dir/NAME.png` (`NAME.EXT.png` where two images share a
